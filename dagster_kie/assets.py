@@ -1,0 +1,263 @@
+"""Asset factory: prompt files → validated requests → kie.ai tasks → images in S3.
+
+Example:
+    .. code-block:: python
+
+        import dagster as dg
+        from dagster_aws.s3 import S3Resource
+        from dagster_kie import KieResource, LocalPromptSource, build_kie_assets
+
+        kie_assets = build_kie_assets(source=LocalPromptSource("prompts"), bucket="my-images")
+        defs = dg.Definitions(
+            assets=kie_assets.assets,
+            jobs=[kie_assets.job],
+            resources={"kie": KieResource(api_key=dg.EnvVar("KIE_API_KEY")), "s3": S3Resource()},
+        )
+
+One dynamic partition per prompt file: a run materializes one file's requests, submitting and
+waiting on all of them concurrently inside the run (one run per prompt could not keep up with the
+API on two cores). Per-request lineage lives in the manifests and in the metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from dagster_kie.batch import BatchReport, BatchRunner
+from dagster_kie.callbacks import CallbackInbox
+from dagster_kie.checks import IMAGE_CHECKS, check_results
+from dagster_kie.ledger import TaskLedger
+from dagster_kie.metadata import images_metadata, requests_metadata, tasks_metadata
+from dagster_kie.prompts import ParsedRequest, PromptFileError, parse_prompt_file
+from dagster_kie.resource import KieResource
+from dagster_kie.sources import PromptSource
+from dagster_kie.storage import ImageStore
+
+__all__ = ["KieAssets", "build_kie_assets"]
+
+RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+@dataclass(frozen=True)
+class KieAssets:
+    """What :func:`build_kie_assets` builds: pass its parts to ``dg.Definitions``."""
+
+    assets: list[dg.AssetsDefinition]
+    job: dg.UnresolvedAssetJobDefinition
+    partitions_def: dg.DynamicPartitionsDefinition
+    requests_key: dg.AssetKey
+    tasks_key: dg.AssetKey
+    images_key: dg.AssetKey
+
+
+def _snapshot_key(prefix: str, partition: str) -> str:
+    digest = hashlib.sha256(partition.encode("utf-8")).hexdigest()[:24]
+    return f"{prefix.strip('/')}/_requests/{digest}.json"
+
+
+def build_kie_assets(
+    *,
+    source: PromptSource,
+    bucket: str,
+    prefix: str = "kie",
+    key_prefix: Sequence[str] = ("kie",),
+    partitions_def: dg.DynamicPartitionsDefinition | None = None,
+    group_name: str = "kie",
+    pool: str | None = "kie",
+    job_name: str = "kie_generate_images",
+    kie_resource_key: str = "kie",
+    s3_resource_key: str = "s3",
+    max_in_flight: int = 2000,
+    max_downloads: int = 16,
+    resubmit_unconfirmed: bool = False,
+) -> KieAssets:
+    """Build the generation asset graph for prompt files from ``source``.
+
+    Args:
+        source: Where prompt files come from (a folder or an S3 prefix).
+        bucket: S3 bucket for images, manifests, the task ledger and callbacks.
+        prefix: Key prefix inside the bucket (``KIE_S3_PREFIX``).
+        key_prefix: Asset key prefix.
+        partitions_def: The dynamic partitions (one per prompt file); made for you if omitted.
+        group_name: Asset group shown in the UI.
+        pool: Dagster concurrency pool bounding kie.ai use across runs (``None`` for none).
+        job_name: Name of the job that materializes one partition.
+        kie_resource_key: Resource key of the :class:`KieResource`.
+        s3_resource_key: Resource key of the ``dagster_aws.s3.S3Resource``.
+        max_in_flight: Requests processed concurrently inside one run.
+        max_downloads: Concurrent image downloads/uploads inside one run.
+        resubmit_unconfirmed: Resend requests whose earlier createTask was never confirmed
+            (may pay twice for them; see :class:`~dagster_kie.batch.BatchRunner`).
+    """
+    partitions = partitions_def or dg.DynamicPartitionsDefinition(name="kie_prompt_files")
+    requests_key = dg.AssetKey([*key_prefix, "generation_requests"])
+    tasks_key = dg.AssetKey([*key_prefix, "submitted_tasks"])
+    images_key = dg.AssetKey([*key_prefix, "generated_images"])
+    resource_keys = {kie_resource_key, s3_resource_key}
+
+    def stores(context: dg.OpExecutionContext) -> tuple[ImageStore, TaskLedger, Any]:
+        s3 = getattr(context.resources, s3_resource_key).get_client()
+        return ImageStore(s3, bucket, prefix), TaskLedger(s3, bucket, prefix), s3
+
+    @dg.asset(
+        key=requests_key,
+        partitions_def=partitions,
+        group_name=group_name,
+        required_resource_keys=resource_keys,
+        kinds={"python", "s3"},
+        description=(
+            f"Prompt records from {source.description}, validated into kie.ai requests. "
+            "Invalid records are reported (file, line, field) and never submitted."
+        ),
+    )
+    def generation_requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        try:
+            batch = parse_prompt_file(partition, source.read(partition))
+        except FileNotFoundError:
+            raise dg.Failure(
+                f"prompt file {partition!r} is no longer in {source.description}",
+                allow_retries=False,
+            ) from None
+        except PromptFileError as error:
+            raise dg.Failure(str(error), allow_retries=False) from None
+        for invalid in batch.invalid:
+            context.log.warning(f"invalid record, not submitted: {invalid}")
+        _, _, s3 = stores(context.op_execution_context)
+        snapshot = [
+            {"request_id": item.request_id, "line": item.line, "body": item.request.model_dump(mode="json", exclude_none=True)}
+            for item in batch.parsed
+        ]
+        s3.put_object(
+            Bucket=bucket,
+            Key=_snapshot_key(prefix, partition),
+            Body=json.dumps({"file": partition, "requests": snapshot}).encode("utf-8"),
+            ContentType="application/json",
+        )
+        return dg.MaterializeResult(metadata=requests_metadata(batch))
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                tasks_key,
+                deps=[requests_key],
+                partitions_def=partitions,
+                group_name=group_name,
+                kinds={"python"},
+                skippable=True,
+                description="One kie.ai task per request, recorded in the S3 ledger the moment "
+                "it exists, so no request is ever paid for twice.",
+            ),
+            dg.AssetSpec(
+                images_key,
+                deps=[tasks_key],
+                partitions_def=partitions,
+                group_name=group_name,
+                kinds={"s3"},
+                skippable=True,
+                description="Every result image streamed into S3 with a JSON manifest "
+                "(request, task id, seed, credits, sha256, dimensions, source URL).",
+            ),
+        ],
+        check_specs=[dg.AssetCheckSpec(name, asset=images_key, description=text) for name, text in IMAGE_CHECKS.items()],
+        can_subset=True,
+        pool=pool,
+        retry_policy=RETRY_POLICY,
+        required_resource_keys=resource_keys,
+        name=f"{'_'.join(key_prefix)}_generate" if key_prefix else "kie_generate",
+    )
+    def generate(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        partition = context.partition_key
+        op_context = context.op_execution_context
+        store, ledger, s3 = stores(op_context)
+        kie: KieResource = getattr(context.resources, kie_resource_key)
+        requests = _load_snapshot(s3, bucket, prefix, partition)
+        submit_only = images_key not in context.selected_asset_keys
+        inbox = CallbackInbox(s3, bucket, prefix) if kie.callback_url else None
+
+        async def run() -> BatchReport:
+            async with kie.get_async_client() as client:
+                runner = BatchRunner(
+                    client=client,
+                    store=store,
+                    ledger=ledger,
+                    inbox=inbox,
+                    callback_url=kie.callback_url,
+                    max_in_flight=max_in_flight,
+                    max_downloads=max_downloads,
+                    resubmit_unconfirmed=resubmit_unconfirmed,
+                    on_progress=context.log.info,
+                )
+                return await runner.run(requests, submit_only=submit_only)
+
+        report = asyncio.run(run())
+        for failure in report.failures:
+            context.log.warning(
+                f"{failure.file}:{failure.line} request {failure.request_id} "
+                f"(task {failure.task_id}): {failure.error}"
+            )
+        if tasks_key in context.selected_asset_keys:
+            yield dg.MaterializeResult(asset_key=tasks_key, metadata=tasks_metadata(report))
+        if not submit_only:
+            yield dg.MaterializeResult(
+                asset_key=images_key,
+                metadata=images_metadata(report, store),
+                check_results=check_results(report, images_key),
+            )
+        if report.failures:
+            retryable = report.all_retryable
+            raise dg.Failure(
+                f"{len(report.failures)} of {len(report.outcomes)} requests did not finish "
+                f"(retryable: {retryable}); the others are stored. First: "
+                f"{report.failures[0].error}",
+                metadata={
+                    "retryable": retryable,
+                    "failed_requests": dg.MetadataValue.json(
+                        {f.request_id: f.error for f in report.failures[:200]}
+                    ),
+                },
+                allow_retries=retryable,
+            )
+
+    job = dg.define_asset_job(
+        job_name,
+        selection=dg.AssetSelection.assets(requests_key, tasks_key, images_key),
+        partitions_def=partitions,
+        description="Materialize one prompt file: validate, submit, wait, store in S3.",
+    )
+    return KieAssets(
+        assets=[generation_requests, generate],
+        job=job,
+        partitions_def=partitions,
+        requests_key=requests_key,
+        tasks_key=tasks_key,
+        images_key=images_key,
+    )
+
+
+def _load_snapshot(s3: Any, bucket: str, prefix: str, partition: str) -> list[ParsedRequest]:
+    from dagster_kie.models import parse_request
+
+    try:
+        reply = s3.get_object(Bucket=bucket, Key=_snapshot_key(prefix, partition))
+    except s3.exceptions.NoSuchKey:
+        raise dg.Failure(
+            f"no validated requests for partition {partition!r}: materialize "
+            "generation_requests for it first",
+            allow_retries=False,
+        ) from None
+    document = json.loads(reply["Body"].read())
+    return [
+        ParsedRequest(request=parse_request(item["body"]), file=partition, line=item["line"])
+        for item in document["requests"]
+    ]

@@ -1,0 +1,459 @@
+"""The batch engine: submit, wait, download and store many requests at the API's pace.
+
+No Dagster here: the assets call it, the benchmarks call it directly. Each request runs its own
+pipeline (resolve inputs → createTask → wait → download → S3 → manifest), all of them concurrently,
+so a batch of 1,000 is limited by kie.ai's rate limits and task durations, not by this process.
+
+The money rules, in order:
+
+1. A request whose manifest is already in S3 is done: nothing is sent.
+2. A request the ledger knows a task for resumes waiting on that task: nothing is paid again.
+3. Otherwise the intent is written to the ledger *before* ``createTask`` and the task id right
+   after it returns. A crash between the two leaves an entry in state ``submitting``; it is not
+   resent blindly (the task may exist): with callbacks on, the receiver records its task id;
+   otherwise it is reported as unconfirmed until the user allows a resubmission.
+4. A task that failed (not charged by kie.ai) is resubmitted only if its error was retryable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal, TypeVar
+
+from PIL import Image
+
+from dagster_kie.callbacks import CallbackInbox, callback_url_for
+from dagster_kie.client import AsyncKieClient
+from dagster_kie.errors import GenerationFailedError, KieError, TransportError
+from dagster_kie.ledger import LedgerEntry, TaskLedger
+from dagster_kie.models import TaskRecord
+from dagster_kie.prompts import ParsedRequest
+from dagster_kie.storage import ImageStore, parse_s3_uri
+
+__all__ = ["BatchReport", "BatchRunner", "RequestOutcome", "StoredImage"]
+
+logger = logging.getLogger("dagster_kie")
+
+Status = Literal["stored", "already_stored", "submitted", "failed", "unconfirmed"]
+T = TypeVar("T")
+
+_SPOOL_BYTES = 2 * 1024 * 1024
+_CONTENT_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One image stored in S3."""
+
+    index: int
+    key: str
+    uri: str
+    sha256: str
+    size: int
+    width: int
+    height: int
+    content_type: str
+    source_url: str
+
+
+@dataclass
+class RequestOutcome:
+    """What happened to one request in this run."""
+
+    request_id: str
+    model: str
+    file: str
+    line: int
+    expected_images: int
+    expected_size: tuple[int, int] | None
+    status: Status = "submitted"
+    task_id: str | None = None
+    created_task: bool = False
+    images: list[StoredImage] = field(default_factory=list)
+    manifest_uri: str | None = None
+    credits: float | None = None
+    error: str | None = None
+    retryable: bool | None = None
+    wait_seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the request's images are in S3 (now or from an earlier run)."""
+        return self.status in ("stored", "already_stored")
+
+
+@dataclass
+class BatchReport:
+    """Outcomes of one batch, with the figures the assets put in metadata."""
+
+    outcomes: list[RequestOutcome]
+    elapsed_seconds: float
+
+    def count(self, *statuses: Status) -> int:
+        """How many outcomes have one of these statuses."""
+        return sum(1 for outcome in self.outcomes if outcome.status in statuses)
+
+    @property
+    def tasks_created(self) -> int:
+        """createTask calls that created a task in this run."""
+        return sum(1 for outcome in self.outcomes if outcome.created_task)
+
+    @property
+    def credits_spent(self) -> float:
+        """Credits consumed by tasks that finished in this run."""
+        return sum(
+            outcome.credits or 0.0 for outcome in self.outcomes if outcome.status == "stored"
+        )
+
+    @property
+    def failures(self) -> list[RequestOutcome]:
+        """Requests that failed or could not be confirmed."""
+        return [o for o in self.outcomes if o.status in ("failed", "unconfirmed")]
+
+    @property
+    def all_retryable(self) -> bool:
+        """True when every failure may succeed if the partition is run again."""
+        return all(o.retryable for o in self.failures)
+
+
+class BatchRunner:
+    """Runs a batch of requests through kie.ai into S3, at most once per request.
+
+    Args:
+        client: An open :class:`AsyncKieClient` (its rate limiter paces every call).
+        store: Where images and manifests go.
+        ledger: The durable request → task map.
+        inbox: Callback payloads stored by the receiver; with it, waiting reads S3 first.
+        callback_url: The receiver's public URL; sent as ``callBackUrl`` with each task.
+        max_in_flight: Requests processed at once (waiting costs nothing, keep it high).
+        max_downloads: Concurrent downloads/uploads (bounds memory and threads).
+        resubmit_unconfirmed: Resend requests left in state ``submitting`` by a crash. This may
+            pay twice for them; only set it when you know those tasks were never created.
+        on_progress: Called with a one-line summary now and then.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: AsyncKieClient,
+        store: ImageStore,
+        ledger: TaskLedger,
+        inbox: CallbackInbox | None = None,
+        callback_url: str | None = None,
+        max_in_flight: int = 2000,
+        max_downloads: int = 16,
+        resubmit_unconfirmed: bool = False,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._ledger = ledger
+        self._inbox = inbox
+        self._callback_url = callback_url
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._downloads = asyncio.Semaphore(max_downloads)
+        self._io = ThreadPoolExecutor(max_workers=max_downloads + 8, thread_name_prefix="kie-s3")
+        self._resubmit_unconfirmed = resubmit_unconfirmed
+        self._on_progress = on_progress or (lambda line: logger.info(line))
+        self._done = 0
+
+    async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    async def run(
+        self, requests: Sequence[ParsedRequest], *, submit_only: bool = False
+    ) -> BatchReport:
+        """Process every request; never raises for one request's failure (see the report).
+
+        Args:
+            requests: Validated requests (deduplicated by request id).
+            submit_only: Stop after each task exists (for materializing only the tasks asset).
+        """
+        started = time.monotonic()
+        try:
+            entries = await self._io_call(
+                self._ledger.get_many, [item.request_id for item in requests]
+            )
+            total = len(requests)
+            progress = asyncio.create_task(self._report_progress(total))
+            try:
+                outcomes = await asyncio.gather(
+                    *(
+                        self._process(item, entries.get(item.request_id), submit_only)
+                        for item in requests
+                    )
+                )
+            finally:
+                progress.cancel()
+        finally:
+            self._io.shutdown(wait=False)
+        report = BatchReport(outcomes=list(outcomes), elapsed_seconds=time.monotonic() - started)
+        self._on_progress(
+            f"kie batch done in {report.elapsed_seconds:.1f}s: {report.tasks_created} tasks created, "
+            f"{report.count('stored')} stored, {report.count('already_stored')} already stored, "
+            f"{len(report.failures)} failed"
+        )
+        return report
+
+    async def _report_progress(self, total: int) -> None:
+        while True:
+            await asyncio.sleep(15)
+            self._on_progress(f"kie batch: {self._done}/{total} requests finished")
+
+    async def _process(
+        self, item: ParsedRequest, entry: LedgerEntry | None, submit_only: bool
+    ) -> RequestOutcome:
+        request = item.request
+        outcome = RequestOutcome(
+            request_id=item.request_id,
+            model=request.model,
+            file=item.file,
+            line=item.line,
+            expected_images=request.num_images,
+            expected_size=_expected_size(request.image_size),
+        )
+        async with self._in_flight:
+            try:
+                await self._advance(item, entry, outcome, submit_only)
+            except KieError as error:
+                outcome.status = "failed"
+                outcome.error = str(error)
+                outcome.retryable = error.retryable
+            except (OSError, ValueError) as error:
+                outcome.status = "failed"
+                outcome.error = f"{type(error).__name__}: {error}"
+                outcome.retryable = isinstance(error, OSError)
+            finally:
+                self._done += 1
+        return outcome
+
+    async def _advance(
+        self,
+        item: ParsedRequest,
+        entry: LedgerEntry | None,
+        outcome: RequestOutcome,
+        submit_only: bool,
+    ) -> None:
+        request = item.request
+        manifests = await self._io_call(
+            self._store.find_manifests, request.model, item.request_id
+        )
+        complete = [m for m in manifests if len(m.get("images", [])) >= request.num_images]
+        if complete:
+            outcome.status = "already_stored"
+            outcome.task_id = complete[0].get("task_id")
+            outcome.manifest_uri = complete[0].get("manifest_uri")
+            outcome.images = [_image_from_manifest(image) for image in complete[0]["images"]]
+            return
+
+        task_id = await self._task_for(item, entry, outcome)
+        if task_id is None:
+            return
+        outcome.task_id = task_id
+        if submit_only:
+            outcome.status = "submitted"
+            return
+
+        waited = time.monotonic()
+        external = self._inbox.aget if self._inbox is not None else None
+        try:
+            record = await self._client.wait(task_id, model=request.model, external=external)
+        except GenerationFailedError as error:
+            await self._io_call(
+                self._ledger.record_failed, item.request_id, str(error), error.retryable
+            )
+            raise
+        outcome.wait_seconds = time.monotonic() - waited
+        outcome.credits = record.credits_consumed
+        await self._store_results(item, record, outcome)
+
+    async def _task_for(
+        self, item: ParsedRequest, entry: LedgerEntry | None, outcome: RequestOutcome
+    ) -> str | None:
+        """The task to wait on: a recorded one, or a new one created now."""
+        if entry is not None and entry.task_id and entry.state in ("submitted", "succeeded"):
+            return entry.task_id
+        if entry is not None and entry.state == "failed" and not entry.retryable:
+            outcome.status = "failed"
+            outcome.error = f"an earlier task failed permanently: {entry.error}"
+            outcome.retryable = False
+            outcome.task_id = entry.task_id
+            return None
+        if entry is not None and entry.state == "submitting":
+            # The receiver may have learned the task id from a callback since we last looked.
+            fresh = await self._io_call(self._ledger.get, item.request_id)
+            if fresh is not None and fresh.task_id:
+                return fresh.task_id
+            if not self._resubmit_unconfirmed:
+                outcome.status = "unconfirmed"
+                outcome.retryable = False
+                outcome.error = (
+                    "a createTask for this request may have been sent before an earlier run "
+                    "stopped, and its task id was never recorded; it is not resent so that it "
+                    "is not paid twice. Set resubmit_unconfirmed=True to send it again."
+                )
+                return None
+        return await self._create(item, outcome)
+
+    async def _create(self, item: ParsedRequest, outcome: RequestOutcome) -> str:
+        request = await self._resolve_inputs(item.request)
+        callback = (
+            callback_url_for(self._callback_url, item.request_id) if self._callback_url else None
+        )
+        await self._io_call(self._ledger.record_intent, item.request_id, request.model)
+        try:
+            task_id = await self._client.create_task(request, callback_url=callback)
+        except KieError as error:
+            if not _maybe_created(error):
+                # Provably no task: clear the intent so the next run sends it normally.
+                await self._io_call(self._ledger.forget, item.request_id)
+            raise
+        outcome.created_task = True
+        await self._io_call(self._ledger.record_submitted, item.request_id, request.model, task_id)
+        return task_id
+
+    async def _resolve_inputs(self, request: Any) -> Any:
+        """Upload local paths and ``s3://`` objects named as input images; keep URLs as they are."""
+        inputs = request.input
+        if request.model == "ideogram/v3-reframe":
+            url = await self._upload_if_needed(inputs.image_url)
+            return request.model_copy(update={"input": inputs.model_copy(update={"image_url": url})})
+        if request.model == "ideogram/character":
+            urls = [await self._upload_if_needed(source) for source in inputs.reference_image_urls]
+            return request.model_copy(
+                update={"input": inputs.model_copy(update={"reference_image_urls": urls})}
+            )
+        return request
+
+    async def _upload_if_needed(self, source: str) -> str:
+        if source.startswith(("http://", "https://")):
+            return source
+        if source.startswith("s3://"):
+            bucket, key = parse_s3_uri(source)
+            s3 = self._store.client
+            with tempfile.TemporaryDirectory() as folder:
+                local = Path(folder) / Path(key).name
+                try:
+                    await self._io_call(s3.download_file, bucket, key, str(local))
+                except Exception as error:  # botocore's ClientError has no stable type to catch
+                    raise ValueError(f"cannot read input image {source}: {error}") from None
+                uploaded = await self._client.upload_file(local)
+            return uploaded.url
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ValueError(f"input image {source!r} is not a URL, an s3:// URI or an existing file")
+        return (await self._client.upload_file(path)).url
+
+    async def _store_results(
+        self, item: ParsedRequest, record: TaskRecord, outcome: RequestOutcome
+    ) -> None:
+        urls = record.result_urls
+        if not urls:
+            raise GenerationFailedError(
+                "the task succeeded but returned no result URLs", task_id=record.task_id
+            )
+        images = await asyncio.gather(
+            *(self._store_one(item, record.task_id, index, url) for index, url in enumerate(urls))
+        )
+        outcome.images = list(images)
+        manifest = _manifest(item, record, outcome.images)
+        outcome.manifest_uri = await self._io_call(self._store.put_manifest, manifest)
+        await self._io_call(
+            self._ledger.record_succeeded, item.request_id, urls, record.credits_consumed
+        )
+        outcome.status = "stored"
+
+    async def _store_one(self, item: ParsedRequest, task_id: str, index: int, url: str) -> StoredImage:
+        async with self._downloads:
+            with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+                async with self._client.stream_download(url) as download:
+                    content_type = download.content_type
+                    digest = hashlib.sha256()
+                    async for chunk in download.aiter_bytes():
+                        digest.update(chunk)
+                        spool.write(chunk)
+                spool.seek(0)
+                width, height = await self._io_call(_decoded_size, spool)
+                spool.seek(0)
+                extension = _CONTENT_EXTENSIONS.get(content_type, "png")
+                key = self._store.image_key(
+                    item.request.model, item.request_id, task_id, index, extension
+                )
+                stored = await self._io_call(
+                    self._store.put_image, key, spool, content_type=content_type
+                )
+        return StoredImage(
+            index=index,
+            key=stored.key,
+            uri=stored.uri,
+            sha256=stored.sha256,
+            size=stored.size,
+            width=width,
+            height=height,
+            content_type=content_type,
+            source_url=url,
+        )
+
+
+def _maybe_created(error: KieError) -> bool:
+    """Whether a failed createTask may still have created (and billed) a task."""
+    if isinstance(error, TransportError):
+        return error.request_sent
+    return error.code in (None, 500) or not isinstance(error.code, int)
+
+
+def _decoded_size(stream: IO[bytes]) -> tuple[int, int]:
+    """Fully decode the image (a truncated or corrupt file raises) and return its size."""
+    with Image.open(stream) as image:
+        image.load()
+        return image.size
+
+
+def _expected_size(image_size: str) -> tuple[int, int] | None:
+    from dagster_kie.models import IMAGE_SIZE_DIMENSIONS
+
+    return IMAGE_SIZE_DIMENSIONS.get(image_size)
+
+
+def _image_from_manifest(image: dict[str, Any]) -> StoredImage:
+    return StoredImage(**{name: image[name] for name in StoredImage.__dataclass_fields__})
+
+
+def _manifest(item: ParsedRequest, record: TaskRecord, images: list[StoredImage]) -> dict[str, Any]:
+    request = item.request
+    return {
+        "request_id": item.request_id,
+        "model": request.model,
+        "task_id": record.task_id,
+        "request": request.body(),
+        "seed": getattr(request.input, "seed", None),
+        "source": {"file": item.file, "line": item.line},
+        "credits": record.credits_consumed,
+        "cost_time_ms": record.cost_time,
+        "created_at": _iso_ms(record.create_time),
+        "completed_at": _iso_ms(record.complete_time),
+        "stored_at": datetime.now(timezone.utc).isoformat(),
+        "images": [image.__dict__ for image in images],
+    }
+
+
+def _iso_ms(value: int | None) -> str | None:
+    if value is None:
+        return None
+    with contextlib.suppress(ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc).isoformat()
+    return None
+
+
+AsyncCheck = Callable[[str], Awaitable[TaskRecord | None]]
