@@ -29,6 +29,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from dagster_kie import __version__
 from dagster_kie.client import AsyncKieClient, KieClient
 from dagster_kie.download import DownloadPolicy
 from dagster_kie.polling import PollingPolicy
@@ -147,3 +148,6 @@ def _attach_usage(
         op_context.add_output_metadata(tracker.metadata())
     else:
         op_context.log.info(f"kie.ai usage: {tracker.summary()}")
+
+
+dg.DagsterLibraryRegistry.register("dagster-kie", __version__, is_dagster_package=False)
