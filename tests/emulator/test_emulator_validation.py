@@ -1,4 +1,4 @@
-"""Every createTask validation rule of the seeds, as a table (HTTP 200, code 422, msg names field)."""
+"""Every createTask validation rule of the seeds, as a table (code 422, msg names the field)."""
 
 from __future__ import annotations
 
