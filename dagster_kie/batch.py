@@ -32,6 +32,7 @@ from typing import IO, Any, Literal, TypeVar
 
 from PIL import Image
 
+from dagster_kie.budget import SpendGuard
 from dagster_kie.callbacks import CallbackInbox, callback_url_for
 from dagster_kie.client import AsyncKieClient
 from dagster_kie.errors import GenerationFailedError, KieError, TransportError
@@ -85,6 +86,7 @@ class RequestOutcome:
     error: str | None = None
     retryable: bool | None = None
     wait_seconds: float | None = None
+    reserved_credits: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -139,6 +141,8 @@ class BatchRunner:
         max_downloads: Concurrent downloads/uploads (bounds memory and threads).
         resubmit_unconfirmed: Resend requests left in state ``submitting`` by a crash. This may
             pay twice for them; only set it when you know those tasks were never created.
+        spend: Credit budget guard; when the next submission would cross it, no more tasks are
+            created (those in flight still finish).
         on_progress: Called with a one-line summary now and then.
     """
 
@@ -153,8 +157,10 @@ class BatchRunner:
         max_in_flight: int = 2000,
         max_downloads: int = 16,
         resubmit_unconfirmed: bool = False,
+        spend: SpendGuard | None = None,
         on_progress: Callable[[str], None] | None = None,
     ) -> None:
+        self._spend = spend
         self._client = client
         self._store = store
         self._ledger = ledger
@@ -270,12 +276,14 @@ class BatchRunner:
         try:
             record = await self._client.wait(task_id, model=request.model, external=external)
         except GenerationFailedError as error:
+            self._settle(outcome, None)
             await self._io_call(
                 self._ledger.record_failed, item.request_id, str(error), error.retryable
             )
             raise
         outcome.wait_seconds = time.monotonic() - waited
         outcome.credits = record.credits_consumed
+        self._settle(outcome, record.credits_consumed)
         await self._store_results(item, record, outcome)
 
     async def _task_for(
@@ -311,17 +319,25 @@ class BatchRunner:
         callback = (
             callback_url_for(self._callback_url, item.request_id) if self._callback_url else None
         )
+        if self._spend is not None:
+            outcome.reserved_credits = self._spend.reserve(request.num_images)
         await self._io_call(self._ledger.record_intent, item.request_id, request.model)
         try:
             task_id = await self._client.create_task(request, callback_url=callback)
         except KieError as error:
             if not _maybe_created(error):
+                self._settle(outcome, None)
                 # Provably no task: clear the intent so the next run sends it normally.
                 await self._io_call(self._ledger.forget, item.request_id)
             raise
         outcome.created_task = True
         await self._io_call(self._ledger.record_submitted, item.request_id, request.model, task_id)
         return task_id
+
+    def _settle(self, outcome: RequestOutcome, actual: float | None) -> None:
+        if self._spend is not None and outcome.reserved_credits:
+            self._spend.settle(outcome.reserved_credits, actual, outcome.expected_images)
+            outcome.reserved_credits = 0.0
 
     async def _resolve_inputs(self, request: Any) -> Any:
         """Upload local paths and ``s3://`` objects named as input images; keep URLs as they are."""
