@@ -29,8 +29,8 @@ from .faults import format_fault_arg
 
 __all__ = ["EmulatorAdmin", "EmulatorProcess", "FaultsArg", "parse_ready_line"]
 
-FaultsArg = Mapping[str, Mapping[str, Any] | None] | Sequence[str]
-"""Faults as ``{kind: params}`` or as CLI strings ``"kind:key=value,..."``."""
+FaultsArg = Mapping[str, Mapping[str, Any] | bool | None] | Sequence[str]
+"""Faults as ``{kind: params}`` (``True``: no parameters) or CLI strings ``"kind:k=v,..."``."""
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -46,7 +46,9 @@ def parse_ready_line(line: str) -> dict[str, Any] | None:
 def _fault_strings(faults: FaultsArg) -> tuple[str, ...]:
     if isinstance(faults, Mapping):
         return tuple(
-            format_fault_arg(kind, params) for kind, params in faults.items() if params is not None
+            format_fault_arg(kind, {} if params is True else params)
+            for kind, params in faults.items()
+            if params is not None and params is not False
         )
     if isinstance(faults, str):
         return (faults,)
@@ -70,11 +72,20 @@ class EmulatorAdmin:
         return data
 
     def set_faults(
-        self, clear: bool = False, **faults: Mapping[str, Any] | bool | None
+        self,
+        faults: Mapping[str, Mapping[str, Any] | bool | None] | None = None,
+        /,
+        *,
+        clear: bool = False,
+        **by_kind: Mapping[str, Any] | bool | None,
     ) -> dict[str, Any]:
-        """Install faults by kind (``None`` removes one, ``True`` means "always");
-        ``clear=True`` removes the others first. Returns the active faults."""
-        body: dict[str, Any] = dict(faults)
+        """Install faults by kind, as a mapping and/or keywords (``None`` removes one kind,
+        ``True`` means "every matching request"); ``clear=True`` removes the others first.
+
+        Example: ``set_faults(server_error={"count": 2, "endpoint": "create"})``.
+        Returns the configured faults.
+        """
+        body: dict[str, Any] = {**(faults or {}), **by_kind}
         if clear:
             body["clear"] = True
         return dict(self._call("POST", "/admin/faults", body)["faults"])

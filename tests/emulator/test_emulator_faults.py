@@ -165,7 +165,7 @@ FAULTS: dict[str, tuple[str, dict[str, Any], Callable[[Kie], None]]] = {
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_fault_via_admin(kie: Kie, name: str) -> None:
     kind, params, check = FAULTS[name]
-    kie.emu.admin.set_faults(**{kind: params})
+    kie.emu.admin.set_faults({kind: params})
     check(kie)
 
 
