@@ -1,0 +1,280 @@
+"""``dagster-kie``: try kie.ai's Ideogram models from a shell, before writing any code.
+
+Exit codes scripts can rely on:
+
+====  ==========================================================================
+0     success
+1     the request ran but failed (generation failed, invalid prompt records)
+2     usage error (bad option or argument, invalid request fields): nothing was sent
+3     kie.ai refused permanently (bad key, no credits, feature disabled, not found)
+4     transient failure (rate limit, maintenance, server or network error, timeout):
+      try again later
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from dagster_kie import __version__
+from dagster_kie.errors import KieError
+
+__all__ = ["main"]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_PERMANENT, EXIT_TRANSIENT = 1, 2, 3, 4
+MODELS = ("ideogram/v3-text-to-image", "ideogram/v3-reframe", "ideogram/character")
+IMAGE_SIZES = ("square", "square_hd", "portrait_4_3", "portrait_16_9", "landscape_4_3",
+               "landscape_16_9")  # fmt: skip
+
+
+def _fail(error: KieError) -> NoReturn:
+    click.secho(f"Error: {error}", fg="red", err=True)
+    sys.exit(EXIT_TRANSIENT if error.retryable else EXIT_PERMANENT)
+
+
+class _Settings:
+    def __init__(self, api_key: str | None, base_url: str, upload_base_url: str,
+                 allow_private: bool) -> None:  # fmt: skip
+        self.api_key = api_key
+        self.base_url = base_url
+        self.upload_base_url = upload_base_url
+        self.allow_private = allow_private
+
+    def client(self) -> Any:
+        from dagster_kie.client import KieClient
+        from dagster_kie.download import DownloadPolicy
+
+        if not self.api_key:
+            raise click.UsageError("no API key: pass --api-key or set KIE_API_KEY")
+        return KieClient(
+            self.api_key,
+            base_url=self.base_url,
+            upload_base_url=self.upload_base_url,
+            download_policy=DownloadPolicy(allow_private_addresses=self.allow_private),
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dagster-kie")
+@click.option("--api-key", envvar="KIE_API_KEY", show_envvar=True, help="kie.ai API key.")
+@click.option("--base-url", envvar="KIE_BASE_URL", show_envvar=True,
+              default="https://api.kie.ai", show_default=True, help="Jobs API base URL.")
+@click.option("--upload-base-url", envvar="KIE_UPLOAD_BASE_URL", show_envvar=True,
+              default="https://kieai.redpandaai.co", show_default=True,
+              help="File-upload API base URL.")
+@click.option("--allow-private-downloads", is_flag=True, envvar="KIE_ALLOW_PRIVATE_DOWNLOADS",
+              help="Allow result downloads from loopback/private addresses (local emulator).")
+@click.pass_context
+def cli(ctx: click.Context, api_key: str | None, base_url: str, upload_base_url: str,
+        allow_private_downloads: bool) -> None:  # fmt: skip
+    """kie.ai's Ideogram image models from the command line.
+
+    \b
+    dagster-kie emulator --port 8000          # a local kie.ai to play with
+    dagster-kie generate "a red fox" --out images/
+    dagster-kie credits
+    dagster-kie task <task id>
+    dagster-kie validate prompts/*.jsonl      # check prompt files, spend nothing
+    """
+    ctx.obj = _Settings(api_key, base_url, upload_base_url, allow_private_downloads)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})  # fmt: skip
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def emulator(args: Sequence[str]) -> None:
+    """Start the local kie.ai emulator (all its flags: dagster-kie emulator --help)."""
+    from dagster_kie.emulator.cli import main as emulator_main
+
+    sys.exit(emulator_main(list(args)))
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--model", type=click.Choice(MODELS), default=MODELS[0], show_default=True)
+@click.option("--image-size", type=click.Choice(IMAGE_SIZES))
+@click.option("--num-images", type=click.IntRange(1, 4))
+@click.option("--rendering-speed", type=click.Choice(["TURBO", "BALANCED", "QUALITY"]))
+@click.option("--style", help="AUTO, GENERAL, REALISTIC, DESIGN (character: AUTO, REALISTIC, FICTION)")
+@click.option("--seed", type=int)
+@click.option("--negative-prompt")
+@click.option("--image", "images", multiple=True,
+              help="Input image (URL or local file): reframe's image_url, character's references.")
+@click.option("--input", "input_json", help="Extra input fields as a JSON object.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder for the images.")
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="Seconds to wait for the task.")
+@click.pass_obj
+def generate(settings: _Settings, prompt: str | None, model: str, image_size: str | None,
+             num_images: int | None, rendering_speed: str | None, style: str | None,
+             seed: int | None, negative_prompt: str | None, images: tuple[str, ...],
+             input_json: str | None, out: Path, timeout: float) -> None:  # fmt: skip
+    """Generate images for one request and save them in --out."""
+    from dagster_kie.models import parse_request
+
+    fields: dict[str, Any] = json.loads(input_json) if input_json else {}
+    options = {"prompt": prompt, "image_size": image_size, "rendering_speed": rendering_speed,
+               "style": style, "seed": seed, "negative_prompt": negative_prompt,
+               "num_images": str(num_images) if num_images else None}  # fmt: skip
+    fields.update({key: value for key, value in options.items() if value is not None})
+    try:
+        request = parse_request({"model": model, "input": _with_images(model, fields, images)})
+    except ValidationError as error:
+        raise click.UsageError(_explain(error)) from None
+    with settings.client() as client:
+        try:
+            request = _upload_local_images(client, request)
+            task_id = client.create_task(request)
+            click.echo(f"task {task_id} created; waiting ...", err=True)
+            record = client.wait(
+                task_id, timeout=timeout, model=model,
+                on_update=lambda r: click.echo(f"  {r.state}", err=True),
+            )  # fmt: skip
+            out.mkdir(parents=True, exist_ok=True)
+            for index, url in enumerate(record.result_urls):
+                target = out / f"{task_id}-{index}.png"
+                _save(client, url, target)
+                click.echo(str(target))
+        except KieError as error:
+            _fail(error)
+        if record.credits_consumed is not None:
+            click.echo(f"credits consumed: {record.credits_consumed:g}", err=True)
+
+
+def _with_images(model: str, fields: dict[str, Any], images: tuple[str, ...]) -> dict[str, Any]:
+    if not images:
+        return fields
+    if model == "ideogram/v3-reframe":
+        return {**fields, "image_url": images[0]}
+    if model == "ideogram/character":
+        return {**fields, "reference_image_urls": list(images)}
+    raise click.UsageError(f"--image is not an input of {model}")
+
+
+def _upload_local_images(client: Any, request: Any) -> Any:
+    inputs = request.input
+    def upload(source: str) -> str:
+        if source.startswith(("http://", "https://")):
+            return source
+        click.echo(f"uploading {source} ...", err=True)
+        return str(client.upload_file(Path(source)).url)
+    if request.model == "ideogram/v3-reframe":
+        return request.model_copy(update={"input": inputs.model_copy(
+            update={"image_url": upload(inputs.image_url)})})  # fmt: skip
+    if request.model == "ideogram/character":
+        return request.model_copy(update={"input": inputs.model_copy(
+            update={"reference_image_urls": [upload(s) for s in inputs.reference_image_urls]})})  # fmt: skip
+    return request
+
+
+def _save(client: Any, url: str, target: Path) -> None:
+    with client.stream_download(url) as download, target.open("wb") as sink:
+        with click.progressbar(length=download.content_length or 0, label=target.name,
+                               file=sys.stderr) as bar:  # fmt: skip
+            for chunk in download.iter_bytes():
+                sink.write(chunk)
+                bar.update(len(chunk))
+
+
+def _explain(error: ValidationError) -> str:
+    lines = ["invalid request, nothing was sent:"]
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"] if "/" not in str(part))
+        lines.append(f"  {loc}: {item['msg']}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.pass_obj
+def credits(settings: _Settings) -> None:
+    """Show the account's credit balance."""
+    with settings.client() as client:
+        try:
+            click.echo(f"{client.get_credits():g}")
+        except KieError as error:
+            _fail(error)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@click.pass_obj
+def task(settings: _Settings, task_id: str, as_json: bool) -> None:
+    """Show one task: state, result URLs, failure, cost."""
+    with settings.client() as client:
+        try:
+            record = client.get_task(task_id)
+        except KieError as error:
+            _fail(error)
+    if as_json:
+        click.echo(record.model_dump_json(indent=2))
+        return
+    click.echo(f"task     {record.task_id}\nmodel    {record.model}\nstate    {record.state}")
+    for url in record.result_urls:
+        click.echo(f"result   {url}")
+    if record.fail_code or record.fail_msg:
+        click.echo(f"failure  {record.fail_code}: {record.fail_msg}")
+    if record.credits_consumed is not None:
+        click.echo(f"credits  {record.credits_consumed:g}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
+@click.option("--credits-per-image", type=float, default=1.6, show_default=True,
+              help="Price used for the estimate.")
+def validate(files: tuple[Path, ...], credits_per_image: float) -> None:
+    """Check prompt files without spending anything (a dry run of a batch).
+
+    Prints every invalid record (file, line, field, allowed values) and how many tasks and images
+    the valid ones would create. Exits 1 if any file or record is invalid.
+    """
+    from dagster_kie.prompts import PromptFileError, parse_prompt_file
+
+    tasks = images = bad = 0
+    for path in files:
+        try:
+            batch = parse_prompt_file(path.name, path.read_bytes())
+        except PromptFileError as error:
+            click.secho(f"{path}: {error.reason}", fg="red")
+            bad += 1
+            continue
+        for record in batch.invalid:
+            click.secho(f"{path}:{record.line}: " + "; ".join(record.errors), fg="red")
+        bad += len(batch.invalid)
+        tasks += len(batch.parsed)
+        images += batch.num_images
+        click.echo(f"{path}: {len(batch.parsed)} valid, {len(batch.invalid)} invalid, "
+                   f"{batch.duplicates} duplicate records")  # fmt: skip
+    click.echo(f"would create {tasks} tasks and {images} images "
+               f"(~{images * credits_per_image:g} credits); {bad} problems")  # fmt: skip
+    sys.exit(EXIT_FAILED if bad else 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dagster-kie`` command."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return int(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        return EXIT_USAGE if isinstance(error, click.UsageError) else EXIT_FAILED
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except SystemExit as done:
+        return int(done.code or 0) if not isinstance(done.code, str) else EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
