@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +19,8 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("dagster_kie.callbacks")
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The argument parser (defaults of ``--bucket``/``--prefix`` come from ``KIE_S3_*``)."""
@@ -25,6 +28,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     p = argparse.ArgumentParser(
         prog="python -m dagster_kie.callbacks",
         description="Receive kie.ai callbacks, verify them and store them in S3.",
+        allow_abbrev=False,  # "--hmac-key SECRET" must not pass for "--hmac-key-env SECRET"
     )
     a = p.add_argument
     a("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
@@ -58,13 +62,19 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Run the receiver until SIGINT/SIGTERM; returns the exit status."""
     env = os.environ if env is None else env
     parser = build_parser(env)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Name unknown options but never echo values: one of them could be a secret.
+        options = [item.split("=", 1)[0] for item in extra if item.startswith("-")]
+        parser.error(f"unrecognized arguments: {' '.join(options) or '(values not shown)'}")
     if not args.bucket:
         parser.error("--bucket is required (or set KIE_S3_BUCKET)")
     if not args.path.startswith("/"):
         parser.error("--path must start with '/'")
     hmac_key: str | None = None
-    if args.hmac_key_env:
+    if args.hmac_key_env is not None:
+        if not _ENV_NAME.match(args.hmac_key_env):
+            parser.error("--hmac-key-env takes the NAME of an environment variable, not the key")
         hmac_key = env.get(args.hmac_key_env) or None
         if hmac_key is None:
             parser.error(f"environment variable {args.hmac_key_env} is not set or empty")
