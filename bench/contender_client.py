@@ -1,0 +1,72 @@
+"""dagster-kie at client level: ``AsyncKieClient`` + ``BatchRunner`` into S3 (no Dagster).
+
+Images, manifests and the task ledger all go to S3, exactly as the assets do; the client's own
+rate limiter is set to the emulator's limits.
+
+Run: ``python -m bench.contender_client <config.json>``
+(see :class:`bench.workload.ContenderConfig`).
+"""
+
+from __future__ import annotations  # noqa: I001 (until storage and ledger land)
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bench.workload import ContenderConfig, load_config, write_result
+from dagster_kie.batch import BatchRunner
+from dagster_kie.client import AsyncKieClient
+from dagster_kie.download import DownloadPolicy
+from dagster_kie.ledger import TaskLedger
+from dagster_kie.prompts import parse_prompt_file
+from dagster_kie.rate_limit import RateLimits
+from dagster_kie.storage import ImageStore
+
+
+async def run(config: ContenderConfig) -> dict[str, Any]:
+    path = Path(config.prompts_path)
+    batch = parse_prompt_file(path.name, path.read_bytes())
+    s3 = boto3.client("s3")
+    prefix = config.prefix.strip("/")
+    started = time.monotonic()
+    async with AsyncKieClient(
+        config.api_key,
+        base_url=config.base_url,
+        upload_base_url=config.upload_base_url,
+        rate_limits=RateLimits(
+            create_per_window=config.create_limit,
+            create_window_s=config.create_window,
+            queries_per_second=config.queries_per_second,
+        ),
+        download_policy=DownloadPolicy(allow_private_addresses=True),
+    ) as client:
+        runner = BatchRunner(
+            client=client,
+            store=ImageStore(s3, config.bucket, prefix),
+            ledger=TaskLedger(s3, config.bucket, prefix),
+            on_progress=lambda line: print(line, flush=True),
+        )
+        report = await runner.run(batch.parsed)
+    for failure in report.failures[:5]:
+        print(f"failed: {failure.request_id}: {failure.error}", file=sys.stderr)
+    return {
+        "completed": report.count("stored", "already_stored"),
+        "images": sum(len(o.images) for o in report.outcomes if o.ok),
+        "failed": len(report.failures),
+        "capped": False,
+        "elapsed": time.monotonic() - started,
+    }
+
+
+def main(argv: list[str]) -> int:
+    config = load_config(argv[0])
+    write_result(config, **asyncio.run(run(config)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

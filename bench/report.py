@@ -1,0 +1,203 @@
+"""The results table (terminal and Markdown) and ``bench/RESULTS.md``."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Row", "markdown", "polls_summary", "table"]
+
+MB = 1024 * 1024
+OURS = ("dagster-kie client", "dagster-kie Dagster")
+
+
+@dataclass
+class Row:
+    """One contender at one size."""
+
+    size: int
+    contender: str
+    limit_s: float
+    wall_s: float
+    completed: int
+    images_reported: int
+    images_stored: int
+    tasks_created: int
+    rate_limited: int
+    polls_median: float | None
+    polls_mean: float | None
+    cpu_s: float
+    peak_rss: int
+    returncode: int
+    extrapolated: bool = False
+    timed_out: bool = False
+    emulator_cpu_s: float = 0.0
+    s3_cpu_s: float = 0.0
+    peak_processes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def wall_estimate(self) -> float:
+        """The wall time, extrapolated linearly to all N requests when the run was capped."""
+        if self.extrapolated and self.completed:
+            return self.wall_s * self.size / self.completed
+        return self.wall_s
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_estimate / self.limit_s if self.limit_s else float("nan")
+
+    @property
+    def cpu_per_image(self) -> float | None:
+        images = self.images_stored or self.images_reported
+        return self.cpu_s / images if images else None
+
+
+def polls_summary(stats: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Median and mean recordInfo calls per created task (tasks never polled count as 0)."""
+    counts = [int(v) for v in stats.get("polls_per_task", {}).values()]
+    counts += [0] * max(0, int(stats.get("tasks_created", 0)) - len(counts))
+    if not counts:
+        return None, None
+    return float(statistics.median(counts)), statistics.fmean(counts)
+
+
+def _mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def _targets(row: Row) -> list[str]:
+    """The targets this row is judged against (dagster-kie rows only)."""
+    if row.contender not in OURS:
+        return []
+    marks = []
+    if row.contender == "dagster-kie client":
+        marks.append(f"≤1.05× {_mark(row.ratio <= 1.05)}")
+    elif row.size >= 1000:
+        marks.append(f"≤1.15× {_mark(row.ratio <= 1.15)}")
+    marks.append(f"0×429 {_mark(row.rate_limited == 0)}")
+    marks.append(f"polls≤3 {_mark(row.polls_median is not None and row.polls_median <= 3)}")
+    marks.append(f"RSS<400MB {_mark(row.peak_rss < 400 * MB)}")
+    marks.append(f"all stored {_mark(row.images_stored >= row.size)}")
+    return marks
+
+
+def _cells(row: Row) -> list[str]:
+    wall = f"{row.wall_estimate:,.1f}"
+    if row.extrapolated:
+        wall = f"~{wall} (extrapolated: {row.completed}/{row.size} in {row.wall_s:.0f} s)"
+    elif row.timed_out:
+        wall = f"{wall} (timed out)"
+    polls = (
+        "–"
+        if row.polls_median is None or row.polls_mean is None
+        else f"{row.polls_median:g} / {row.polls_mean:.2f}"
+    )
+    cpu = "–" if row.cpu_per_image is None else f"{row.cpu_per_image * 1000:.1f}"
+    return [
+        f"{row.size:,}",
+        row.contender,
+        wall,
+        f"{row.limit_s:.1f}",
+        f"{row.ratio:.2f}×",
+        str(row.rate_limited),
+        polls,
+        cpu,
+        f"{row.peak_rss / MB:.0f}",
+        f"{row.images_stored:,}",
+        f"{row.tasks_created:,}",
+        " ".join(_targets(row)) or "–",
+    ]
+
+
+HEADERS = [
+    "N",
+    "contender",
+    "wall s",
+    "limit s",
+    "× limit",
+    "429s",
+    "polls/task med / mean",
+    "CPU ms/image",
+    "peak RSS MB",
+    "images in S3",
+    "tasks created",
+    "targets",
+]
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    """The results as a Markdown table."""
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The results as a plain-text table for the terminal."""
+    cells = [HEADERS, *(_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def server_markdown(rows: Sequence[Row]) -> str:
+    """CPU the servers spent per contender (they share the machine with the contender)."""
+    lines = [
+        "| N | contender | emulator CPU s | S3 server CPU s | contender CPU s | processes (peak) |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.size:,} | {r.contender} | {r.emulator_cpu_s:.1f} | {r.s3_cpu_s:.1f} | "
+        f"{r.cpu_s:.1f} | {r.peak_processes} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def results_document(
+    rows: Sequence[Row],
+    *,
+    server_rows: Sequence[Row] = (),
+    machine: dict[str, str],
+    settings: dict[str, str],
+    command: str,
+    profile: str,
+    notes: Sequence[str],
+) -> str:
+    """The whole of ``bench/RESULTS.md``."""
+    parts = [
+        "# dagster-kie benchmark results",
+        "",
+        f"Generated by `{command}` (see `bench/`). Every figure below is measured on this "
+        "machine; nothing is hand-edited.",
+        "",
+        "## Results",
+        "",
+        markdown(rows),
+        "",
+        "- **limit**: `max_i(floor(i / create_limit) * create_window + duration_i)` with the exact "
+        "durations the emulator drew (same seed, same per-task sequence), i.e. the fastest any "
+        "client could finish under the create rate limit.",
+        "- **wall s**: the contender's process from spawn to exit (interpreter start, imports and, "
+        "for Dagster, run start-up included). The naive script is capped and extrapolated "
+        "linearly from the requests it finished.",
+        "- **429s**: `stats()['rate_limited']['total']` of the emulator for that contender; "
+        "**polls/task**: `polls_per_task` (tasks never polled count as 0).",
+        "- **CPU ms/image**: user + system CPU of the contender's whole process tree (children "
+        "included) per image stored; **peak RSS**: sum over the process tree, sampled every 0.2 s.",
+        "- **targets** (dagster-kie rows only): client ≤ 1.05× limit, Dagster ≤ 1.15× limit at "
+        "N = 1,000, zero 429s, median polls per task ≤ 3, peak RSS < 400 MB, every image stored.",
+        "",
+    ]
+    if server_rows:
+        parts += ["### Server side", "", server_markdown(server_rows), ""]
+    if notes:
+        parts += ["### Observations", "", *[f"- {note}" for note in notes], ""]
+    parts += ["## Settings", "", *[f"- {k}: {v}" for k, v in settings.items()], ""]
+    parts += ["## Machine", "", *[f"- {k}: {v}" for k, v in machine.items()], ""]
+    parts += ["## Profile", "", profile.strip(), ""]
+    return "\n".join(parts)
