@@ -16,6 +16,7 @@ The tree, in the style of httpx's exceptions module::
     ├── EdgeBlockedError          HTTP 403 "error code: 1010" (no User-Agent)
     ├── TransportError            the network failed (connect, read, reset)  (retried if safe)
     ├── MalformedResponseError    a reply that is not the documented JSON    (retried if safe)
+    ├── DownloadRefusedError      a download broke the DownloadPolicy        (never retried)
     ├── WaitTimeoutError          a task did not finish before the deadline (resume later)
     └── BudgetExceededError       the next submission would cross a credit budget
 
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 __all__ = [
     "AuthenticationError",
     "BudgetExceededError",
+    "DownloadRefusedError",
     "EdgeBlockedError",
     "FeatureDisabledError",
     "GenerationFailedError",
@@ -199,6 +201,12 @@ class MalformedResponseError(KieError):
     """The reply was not the documented JSON envelope."""
 
     default_retryable = True
+
+
+class DownloadRefusedError(KieError):
+    """A download was refused by the client's ``DownloadPolicy``: a scheme other than http(s),
+    a private or loopback address, a redirect to a host not allowed, a reply that is not an image,
+    or a file larger than the size cap. Never retried."""
 
 
 class WaitTimeoutError(KieError):

@@ -157,6 +157,10 @@ class _RequestBase(_Strict):
         default=None,
         description="Your own id for this request; otherwise a hash of its canonical content.",
     )
+    callBackUrl: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="kie.ai's callBackUrl, as in the seeds' createTask bodies (not in the id).",
+    )
 
     @property
     def request_id(self) -> str:

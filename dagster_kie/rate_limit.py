@@ -1,0 +1,156 @@
+"""Client-side rate limiting: pace calls so that kie.ai never has to answer 429.
+
+kie.ai allows, per account, **20 new tasks per 10 seconds** and **10 task queries per second**;
+excess createTask calls are rejected (not queued). A :class:`RateLimiter` holds one
+:class:`SlidingWindow` per kind of call and is shared by every concurrent call of one client.
+
+The windows are *reservation based*: :meth:`SlidingWindow.reserve` books the earliest send time that
+keeps every window of ``window_s`` seconds at or under ``limit`` sends, and returns how long the
+caller must wait for it. The caller sleeps however it sleeps (``time.sleep`` in the sync client,
+``asyncio.sleep`` in the async one), so one implementation serves both, and a burst of 1,000
+submissions leaves at exactly the allowed pace, in order, without busy waiting.
+
+Example:
+    >>> clock = iter([0.0, 0.0, 0.0]).__next__
+    >>> window = SlidingWindow(limit=2, window_s=10.0, margin_s=0.0, clock=clock)
+    >>> [window.reserve(), window.reserve(), window.reserve()]
+    [0.0, 0.0, 10.0]
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["RateLimiter", "RateLimits", "SlidingWindow"]
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """How fast one client may call kie.ai (kie.ai's documented defaults).
+
+    Attributes:
+        create_per_window: createTask (and Remix) calls allowed per window.
+        create_window_s: Length of the createTask window in seconds.
+        queries_per_second: recordInfo, credit and download-url calls per second.
+        margin_s: Extra spacing added to each window, absorbing network jitter so that the
+            server's own sliding window never sees one call too many.
+        penalty_s: How long the limiter pauses after a 429 that carried no ``Retry-After``.
+    """
+
+    create_per_window: int = 20
+    create_window_s: float = 10.0
+    queries_per_second: float = 10.0
+    margin_s: float = 0.05
+    penalty_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.create_per_window < 1:
+            raise ValueError("create_per_window must be at least 1")
+        if self.create_window_s <= 0 or self.queries_per_second <= 0:
+            raise ValueError("create_window_s and queries_per_second must be positive")
+        if self.margin_s < 0 or self.penalty_s < 0:
+            raise ValueError("margin_s and penalty_s must not be negative")
+
+
+class SlidingWindow:
+    """At most ``limit`` reservations in any ``window_s + margin_s`` seconds (thread-safe).
+
+    Args:
+        limit: Sends allowed per window.
+        window_s: Window length in seconds.
+        margin_s: Extra seconds added to the window.
+        clock: A monotonic clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float,
+        *,
+        margin_s: float = 0.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError("limit must be >= 1 and window_s > 0")
+        self.limit = limit
+        self.window_s = window_s + margin_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._booked: deque[float] = deque(maxlen=limit)
+        self._paused_until = -math.inf
+
+    def reserve(self) -> float:
+        """Book the next send slot.
+
+        Returns:
+            Seconds to wait before sending (0.0 when the call may go now).
+        """
+        with self._lock:
+            now = self._clock()
+            at = max(now, self._paused_until)
+            if self._booked:
+                # Booked times never decrease, so _booked[0] is the limit-th most recent one.
+                at = max(at, self._booked[-1])
+                if len(self._booked) == self.limit:
+                    at = max(at, self._booked[0] + self.window_s)
+            self._booked.append(at)
+            return at - now
+
+    def pause(self, seconds: float) -> None:
+        """Hold back every reservation made from now on for ``seconds`` (after a 429)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    @property
+    def backlog_s(self) -> float:
+        """Seconds until the last booked slot (0.0 when nothing waits)."""
+        with self._lock:
+            if not self._booked:
+                return 0.0
+            return max(0.0, self._booked[-1] - self._clock())
+
+    def __repr__(self) -> str:
+        return f"SlidingWindow(limit={self.limit}, window_s={self.window_s:g})"
+
+
+class RateLimiter:
+    """The two windows of one client: createTask calls and queries.
+
+    Args:
+        limits: The allowed rates.
+        clock: A monotonic clock (injectable for tests).
+    """
+
+    def __init__(self, limits: RateLimits | None = None, *, clock: Clock = time.monotonic) -> None:
+        self.limits = limits or RateLimits()
+        lim = self.limits
+        self.create = SlidingWindow(
+            lim.create_per_window, lim.create_window_s, margin_s=lim.margin_s, clock=clock
+        )
+        # 10 per second is 10 per 1 s; 2.5 per second is 2 per 0.8 s; 0.5 per second is 1 per 2 s.
+        per = max(1, math.floor(lim.queries_per_second))
+        self.query = SlidingWindow(
+            per, per / lim.queries_per_second, margin_s=lim.margin_s, clock=clock
+        )
+
+    def window(self, kind: str) -> SlidingWindow:
+        """The window of a kind of call: ``"create"`` or ``"query"``."""
+        if kind == "create":
+            return self.create
+        if kind == "query":
+            return self.query
+        raise ValueError(f"unknown rate-limit kind {kind!r}")
+
+    def throttle(self, kind: str, retry_after: float | None) -> None:
+        """Slow a window down after kie.ai answered 429 despite the pacing."""
+        self.window(kind).pause(retry_after if retry_after is not None else self.limits.penalty_s)
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self.limits!r})"
