@@ -570,3 +570,22 @@ def test_retry_sensor_max_attempts_one_never_retries(instance: dg.DagsterInstanc
     run_partition(ticker, "flaky.jsonl")
 
     assert ticker.tick().run_requests == []
+
+
+def test_direct_invocation_with_build_sensor_context(
+    instance: dg.DagsterInstance, folder: Path
+) -> None:
+    write(folder, "cats.jsonl", jsonl("a cat"))
+    source = LocalPromptSource(str(folder))
+    sensor = build_prompt_sensor(job=STAND_IN_JOB, partitions_def=PARTITIONS, source=source)
+    defs = dg.Definitions(assets=[stand_in], jobs=[STAND_IN_JOB], sensors=[sensor])
+
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        result = sensor(context)
+
+    assert isinstance(result, dg.SensorResult)
+    assert [r.run_key for r in result.run_requests or []] == [
+        f"cats.jsonl@{source.scan()['cats.jsonl']}"
+    ]
+    assert result.dynamic_partitions_requests == [PARTITIONS.build_add_request(["cats.jsonl"])]
+    assert result.cursor == encode_prompt_cursor(source.scan())
