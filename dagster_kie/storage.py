@@ -1,0 +1,582 @@
+"""Images and their JSON manifests in S3 (any S3-compatible endpoint).
+
+Key layout (a contract users rely on)::
+
+    {prefix}/{model}/{request_id}/{task_id}/{index}.{ext}      one generated image
+    {prefix}/{model}/{request_id}/{task_id}/manifest.json      its lineage, sha256s, parameters
+
+A model id such as ``ideogram/v3-text-to-image`` keeps its two path segments. Every segment built
+from an id or a name is checked against ``[A-Za-z0-9._-]+`` (and may not be ``.`` or ``..``), so a
+key can never leave the configured prefix; :class:`UnsafeKeyError` names the offending segment.
+
+Images are streamed: :meth:`ImageStore.put_image` hands boto3 a reader that hashes the bytes as
+boto3 reads them, so memory stays bounded by boto3's multipart chunk size whatever the image size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from boto3.s3.transfer import TransferConfig
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+
+__all__ = [
+    "MANIFEST_NAME",
+    "ImageStore",
+    "StoredObject",
+    "UnsafeKeyError",
+    "join_key",
+    "model_segments",
+    "normalize_prefix",
+    "parse_s3_uri",
+    "validate_segment",
+]
+
+MANIFEST_NAME = "manifest.json"
+MAX_SEGMENT_LENGTH = 255
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}", re.ASCII)
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+class UnsafeKeyError(ValueError):
+    """A key segment could escape the prefix or is not in ``[A-Za-z0-9._-]+``.
+
+    Attributes:
+        segment: The rejected value.
+        what: What it was meant to be (``request_id``, ``task_id``, ``prefix``...).
+    """
+
+    def __init__(self, what: str, segment: object, reason: str) -> None:
+        self.what = what
+        self.segment = segment
+        super().__init__(f"unsafe {what} {segment!r} in an S3 key: {reason}")
+
+
+# -- key building ----------------------------------------------------------------------------
+
+
+def validate_segment(value: str, what: str = "segment") -> str:
+    """Check one path segment of a key.
+
+    Args:
+        value: The segment (an id, a name, one half of a model id).
+        what: What it is, for the error message.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        UnsafeKeyError: If it is empty, ``.``, ``..``, too long or has a character outside
+            ``[A-Za-z0-9._-]`` (slashes, unicode and whitespace included).
+    """
+    if not isinstance(value, str):
+        raise UnsafeKeyError(what, value, "not a string")
+    if not value:
+        raise UnsafeKeyError(what, value, "empty")
+    if value in (".", ".."):
+        raise UnsafeKeyError(what, value, "a relative path segment")
+    if len(value) > MAX_SEGMENT_LENGTH:
+        raise UnsafeKeyError(what, value, f"longer than {MAX_SEGMENT_LENGTH} characters")
+    if not _SEGMENT.fullmatch(value):
+        raise UnsafeKeyError(what, value, "only A-Z, a-z, 0-9, '.', '_' and '-' are allowed")
+    return value
+
+
+def normalize_prefix(prefix: str) -> str:
+    """Strip leading and trailing slashes from a key prefix and check its segments.
+
+    Args:
+        prefix: For example ``"kie"``, ``"/kie/"`` or ``"team-a/kie"``; ``""`` for the bucket root.
+
+    Returns:
+        The prefix without surrounding slashes (``"kie"``).
+
+    Raises:
+        UnsafeKeyError: If a segment is unsafe (``a//b`` has an empty one).
+    """
+    stripped = prefix.strip("/")
+    if stripped:
+        for part in stripped.split("/"):
+            validate_segment(part, "prefix")
+    return stripped
+
+
+def model_segments(model: str) -> list[str]:
+    """Split a model id into its (one or two) checked path segments.
+
+    Args:
+        model: For example ``ideogram/v3-text-to-image``.
+
+    Returns:
+        ``["ideogram", "v3-text-to-image"]``.
+
+    Raises:
+        UnsafeKeyError: If it has more than two segments, an unsafe one, or starts with ``_``
+            (folders such as ``_ledger`` and ``_callbacks`` are reserved under the prefix).
+    """
+    if not isinstance(model, str) or not model:
+        raise UnsafeKeyError("model", model, "empty")
+    parts = model.split("/")
+    if len(parts) > 2:
+        raise UnsafeKeyError("model", model, "more than two path segments")
+    for part in parts:
+        validate_segment(part, "model")
+    if parts[0].startswith("_"):
+        raise UnsafeKeyError("model", model, "names starting with '_' are reserved")
+    return parts
+
+
+def join_key(prefix: str, *segments: str) -> str:
+    """Join an already normalized prefix and already checked segments with ``/``.
+
+    Args:
+        prefix: A prefix from :func:`normalize_prefix` (may be empty).
+        *segments: Checked segments.
+
+    Returns:
+        The key.
+    """
+    return "/".join([prefix, *segments] if prefix else segments)
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key`` into bucket and key.
+
+    Args:
+        uri: The URI.
+
+    Returns:
+        ``(bucket, key)``.
+
+    Raises:
+        ValueError: If it does not start with ``s3://`` or lacks a bucket or a key.
+    """
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError(f"not an S3 URI (expected s3://bucket/key): {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"an S3 URI needs a bucket and a key (s3://bucket/key): {uri!r}")
+    return bucket, key
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+class _HashingReader:
+    """A read-only, non-seekable file object that hashes and counts what is read through it.
+
+    Being non-seekable makes boto3 read it exactly once, front to back, in bounded chunks.
+    """
+
+    def __init__(self, source: BinaryIO | Iterable[bytes] | bytes) -> None:
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self._read_from: BinaryIO | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._buffer = bytearray()
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._chunks = iter([bytes(source)])
+        elif hasattr(source, "read"):
+            self._read_from = source  # type: ignore[assignment]
+        else:
+            self._chunks = iter(source)
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all remaining bytes if negative)."""
+        data = self._read_file(size) if self._read_from is not None else self._read_chunks(size)
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"image stream must yield bytes, got {type(data).__name__}")
+        self.sha256.update(data)
+        self.size += len(data)
+        return bytes(data)
+
+    def _read_file(self, size: int) -> bytes:
+        assert self._read_from is not None
+        return (
+            self._read_from.read(size) if size is not None and size >= 0 else self._read_from.read()
+        )
+
+    def _read_chunks(self, size: int) -> bytes:
+        assert self._chunks is not None
+        while size is None or size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise TypeError(f"image stream must yield bytes, got {type(chunk).__name__}")
+            self._buffer += chunk
+        if size is None or size < 0:
+            size = len(self._buffer)
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readable(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always ``False``: boto3 must read the stream once, in order."""
+        return False
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object written to S3.
+
+    Attributes:
+        key: Its key.
+        uri: ``s3://bucket/key``.
+        sha256: Hex SHA-256 of the bytes written.
+        size: Number of bytes written.
+    """
+
+    key: str
+    uri: str
+    sha256: str
+    size: int
+
+
+class ImageStore:
+    """Images and manifests of generation requests in one bucket, under one prefix.
+
+    Args:
+        client: A boto3 S3 client (thread-safe; shared by all calls).
+        bucket: The bucket.
+        prefix: Key prefix (``KIE_S3_PREFIX``); slashes around it are ignored.
+        transfer_config: boto3 transfer settings for image uploads; the default streams in
+            8 MiB parts, at most 4 at a time (about 32 MiB of buffers per upload).
+
+    Raises:
+        UnsafeKeyError: If the prefix is unsafe.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str = "kie",
+        *,
+        transfer_config: TransferConfig | None = None,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = normalize_prefix(prefix)
+        self._transfer_config = transfer_config
+
+    # -- keys --
+
+    def request_prefix(self, model: str, request_id: str) -> str:
+        """The folder (ending in ``/``) that holds every task of one request.
+
+        Args:
+            model: The model id (``ideogram/v3-text-to-image``).
+            request_id: The request id.
+
+        Returns:
+            ``{prefix}/{model}/{request_id}/``.
+
+        Raises:
+            UnsafeKeyError: If a segment is unsafe.
+        """
+        segments = [*model_segments(model), validate_segment(request_id, "request_id")]
+        return join_key(self.prefix, *segments) + "/"
+
+    def task_prefix(self, model: str, request_id: str, task_id: str) -> str:
+        """The folder (ending in ``/``) of one task's images and manifest.
+
+        Args:
+            model: The model id.
+            request_id: The request id.
+            task_id: The kie.ai task id.
+
+        Returns:
+            ``{prefix}/{model}/{request_id}/{task_id}/``.
+
+        Raises:
+            UnsafeKeyError: If a segment is unsafe.
+        """
+        return self.request_prefix(model, request_id) + validate_segment(task_id, "task_id") + "/"
+
+    def image_key(
+        self, model: str, request_id: str, task_id: str, index: int, extension: str = "png"
+    ) -> str:
+        """The key of one result image.
+
+        Args:
+            model: The model id.
+            request_id: The request id.
+            task_id: The kie.ai task id.
+            index: Position of the image in the task's results (0-based).
+            extension: File extension without the dot (``png``, ``jpg``, ``webp``).
+
+        Returns:
+            ``{prefix}/{model}/{request_id}/{task_id}/{index}.{ext}``.
+
+        Raises:
+            UnsafeKeyError: If a segment, the index or the extension is unsafe.
+        """
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise UnsafeKeyError("index", index, "not a non-negative integer")
+        ext = extension.lstrip(".") if isinstance(extension, str) else extension
+        if not isinstance(ext, str) or not _EXTENSION.fullmatch(ext):
+            raise UnsafeKeyError("extension", extension, "only 1-16 letters and digits")
+        return self.task_prefix(model, request_id, task_id) + f"{index}.{ext.lower()}"
+
+    def manifest_key(self, model: str, request_id: str, task_id: str) -> str:
+        """The key of one task's manifest.
+
+        Args:
+            model: The model id.
+            request_id: The request id.
+            task_id: The kie.ai task id.
+
+        Returns:
+            ``{prefix}/{model}/{request_id}/{task_id}/manifest.json``.
+
+        Raises:
+            UnsafeKeyError: If a segment is unsafe.
+        """
+        return self.task_prefix(model, request_id, task_id) + MANIFEST_NAME
+
+    def uri(self, key: str) -> str:
+        """``s3://bucket/key`` of a key.
+
+        Args:
+            key: The key.
+
+        Returns:
+            The URI.
+        """
+        return f"s3://{self.bucket}/{key}"
+
+    def check_key(self, key: str) -> str:
+        """Check that a key lies under this store's prefix and has only safe segments.
+
+        Args:
+            key: The key.
+
+        Returns:
+            ``key`` unchanged.
+
+        Raises:
+            UnsafeKeyError: If it does not.
+        """
+        if not isinstance(key, str) or not key:
+            raise UnsafeKeyError("key", key, "empty")
+        parts = key.split("/")
+        prefix_parts = self.prefix.split("/") if self.prefix else []
+        if parts[: len(prefix_parts)] != prefix_parts or len(parts) <= len(prefix_parts):
+            raise UnsafeKeyError("key", key, f"not under the prefix {self.prefix!r}")
+        for part in parts:
+            validate_segment(part, "key segment")
+        return key
+
+    # -- images --
+
+    def put_image(
+        self,
+        key: str,
+        stream: BinaryIO | Iterable[bytes] | bytes,
+        *,
+        content_type: str,
+    ) -> StoredObject:
+        """Stream an image into S3, computing its SHA-256 and size on the way.
+
+        The stream is read once, front to back, in boto3's multipart chunks; it is never held in
+        memory whole.
+
+        Args:
+            key: The key (from :meth:`image_key`).
+            stream: A binary file object (read from its current position) or an iterable of
+                ``bytes`` chunks (a generator, an ``httpx`` response's ``iter_bytes()``).
+            content_type: The MIME type stored with the object (``image/png``).
+
+        Returns:
+            The key, URI, SHA-256 and size of what was written.
+
+        Raises:
+            UnsafeKeyError: If the key is not under the prefix or has an unsafe segment.
+            TypeError: If the stream yields something other than bytes.
+            botocore.exceptions.ClientError: If S3 refuses the upload.
+        """
+        self.check_key(key)
+        reader = _HashingReader(stream)
+        self.client.upload_fileobj(
+            reader,  # type: ignore[arg-type]
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+            Config=self._transfer_config or _default_transfer_config(),
+        )
+        return StoredObject(
+            key=key, uri=self.uri(key), sha256=reader.sha256.hexdigest(), size=reader.size
+        )
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists.
+
+        Args:
+            key: The key.
+
+        Returns:
+            ``True`` if a HEAD request finds it.
+
+        Raises:
+            UnsafeKeyError: If the key is unsafe.
+            botocore.exceptions.ClientError: For errors other than "not found".
+        """
+        self.check_key(key)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as error:
+            if _is_not_found(error):
+                return False
+            raise
+        return True
+
+    def open(self, key: str) -> StreamingBody:
+        """Open an object for streaming reads.
+
+        Args:
+            key: The key.
+
+        Returns:
+            botocore's streaming body (a context manager; ``read``, ``iter_chunks``...).
+
+        Raises:
+            UnsafeKeyError: If the key is unsafe.
+            botocore.exceptions.ClientError: If it does not exist (``NoSuchKey``).
+        """
+        self.check_key(key)
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str:
+        """A presigned GET URL of an object (no request is made).
+
+        Args:
+            key: The key.
+            expires_in: Validity in seconds.
+
+        Returns:
+            The URL.
+
+        Raises:
+            UnsafeKeyError: If the key is unsafe.
+        """
+        self.check_key(key)
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
+    # -- manifests --
+
+    def put_manifest(self, manifest: dict[str, Any]) -> str:
+        """Write a task's manifest (JSON, ``sort_keys=True``, ``indent=2``).
+
+        Args:
+            manifest: A JSON object with at least ``model``, ``request_id`` and ``task_id``
+                (which place it); every other field is the asset layer's.
+
+        Returns:
+            The manifest's ``s3://`` URI.
+
+        Raises:
+            ValueError: If a placing field is missing (``UnsafeKeyError`` if unsafe).
+            TypeError: If the manifest is not JSON-serializable.
+        """
+        missing = [name for name in ("model", "request_id", "task_id") if not manifest.get(name)]
+        if missing:
+            raise ValueError(f"a manifest needs {', '.join(missing)}")
+        key = self.manifest_key(manifest["model"], manifest["request_id"], manifest["task_id"])
+        body = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8")
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+        )
+        return self.uri(key)
+
+    def get_manifest(self, model: str, request_id: str, task_id: str) -> dict[str, Any] | None:
+        """Read one task's manifest.
+
+        Args:
+            model: The model id.
+            request_id: The request id.
+            task_id: The kie.ai task id.
+
+        Returns:
+            The manifest, with ``manifest_key`` and ``manifest_uri`` added if absent; ``None``
+            if there is none.
+
+        Raises:
+            UnsafeKeyError: If a segment is unsafe.
+        """
+        return self._read_manifest(self.manifest_key(model, request_id, task_id))
+
+    def find_manifests(self, model: str, request_id: str) -> list[dict[str, Any]]:
+        """Every manifest of a request, whatever its task id, newest first.
+
+        Args:
+            model: The model id.
+            request_id: The request id.
+
+        Returns:
+            The manifests (as :meth:`get_manifest` returns them), most recently written first.
+
+        Raises:
+            UnsafeKeyError: If a segment is unsafe.
+        """
+        folder = self.request_prefix(model, request_id)
+        found: list[tuple[str, str]] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
+            for item in page.get("Contents", []):
+                rest = item["Key"][len(folder) :]
+                task_id, _, name = rest.partition("/")
+                if name == MANIFEST_NAME and task_id:
+                    found.append((item["LastModified"].isoformat(), item["Key"]))
+        found.sort(reverse=True)
+        manifests = (self._read_manifest(key) for _, key in found)
+        return [manifest for manifest in manifests if manifest is not None]
+
+    def _read_manifest(self, key: str) -> dict[str, Any] | None:
+        try:
+            reply = self.client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as error:
+            if _is_not_found(error):
+                return None
+            raise
+        with reply["Body"] as body:
+            manifest = json.loads(body.read())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"manifest {self.uri(key)} is not a JSON object")
+        manifest.setdefault("manifest_key", key)
+        manifest.setdefault("manifest_uri", self.uri(key))
+        return manifest
+
+
+def _default_transfer_config() -> TransferConfig:
+    from boto3.s3.transfer import TransferConfig
+
+    mib = 1024 * 1024
+    return TransferConfig(
+        multipart_threshold=8 * mib, multipart_chunksize=8 * mib, max_concurrency=4
+    )
+
+
+def _is_not_found(error: Exception) -> bool:
+    """Whether a botocore ``ClientError`` means "no such key" (a missing bucket is an error)."""
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return False
+    return str(response.get("Error", {}).get("Code", "")) in _NOT_FOUND
