@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ class Tick:
     cursor: str | None
     skip_message: str | None
     added_partitions: list[str]
-    log: list[dict[str, Any]]
+    log: list[Mapping[str, Any]]
 
     @property
     def run_keys(self) -> list[str]:
