@@ -32,6 +32,7 @@ __all__ = [
     "ImageStore",
     "StoredObject",
     "UnsafeKeyError",
+    "is_not_found",
     "join_key",
     "model_segments",
     "normalize_prefix",
@@ -441,7 +442,7 @@ class ImageStore:
         try:
             self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as error:
-            if _is_not_found(error):
+            if is_not_found(error):
                 return False
             raise
         return True
@@ -553,7 +554,7 @@ class ImageStore:
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=key)
         except Exception as error:
-            if _is_not_found(error):
+            if is_not_found(error):
                 return None
             raise
         with reply["Body"] as body:
@@ -574,8 +575,16 @@ def _default_transfer_config() -> TransferConfig:
     )
 
 
-def _is_not_found(error: Exception) -> bool:
-    """Whether a botocore ``ClientError`` means "no such key" (a missing bucket is an error)."""
+def is_not_found(error: Exception) -> bool:
+    """Whether a botocore ``ClientError`` means "no such key".
+
+    Args:
+        error: Any exception.
+
+    Returns:
+        ``True`` for ``NoSuchKey``/``404``/``NotFound``; ``False`` otherwise (``NoSuchBucket``
+        included: a missing bucket is a configuration error, not a missing object).
+    """
     response = getattr(error, "response", None)
     if not isinstance(response, dict):
         return False
