@@ -418,9 +418,12 @@ def failure_is_retryable(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tu
         flags.append((event.step_key or "?", flag))
     if not flags:
         return False, "no step failed with a retryable error (the run failed outside its steps)"
-    not_retryable = [step for step, flag in flags if flag is not True]
-    if not_retryable:
-        return False, f"step(s) {', '.join(not_retryable)} failed with a non-retryable error"
+    refused = [step for step, flag in flags if flag is False]
+    if refused:
+        return False, f"step(s) {', '.join(refused)} failed with a non-retryable error"
+    unmarked = [step for step, flag in flags if flag is None]
+    if unmarked:
+        return False, f"step(s) {', '.join(unmarked)} failed with an error not marked retryable"
     return True, f"step(s) {', '.join(step for step, _ in flags)} failed with retryable errors"
 
 
