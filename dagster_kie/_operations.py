@@ -324,7 +324,7 @@ class KieCore:
             origin, origin_known = known[0], True
         else:
             origin, origin_known = started, False
-        schedule = self.polling.schedule(self.estimator.estimate(model))
+        schedule = self.polling.schedule_for(self.estimator, model)
         now = started - origin
         # A task we did not see created may have finished long ago: look at once.
         next_check = schedule.next_poll_at(now) if origin_known else now

@@ -10,10 +10,11 @@ streaming, so memory stays bounded whatever the server sends.
 
 Example:
     >>> policy = DownloadPolicy()
-    >>> check_url("file:///etc/passwd", policy)
-    Traceback (most recent call last):
-    ...
-    dagster_kie.errors.DownloadRefusedError: refused to download file:///etc/passwd: ...
+    >>> try:
+    ...     check_url("file:///etc/passwd", policy)
+    ... except DownloadRefusedError as error:
+    ...     print(error.message)
+    refused to download file:///etc/passwd: scheme 'file' is not allowed (allowed: https, http)
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 :class:`PollingPolicy` starts from kie.ai's own advice (every 2–3 s for the first 30 s, every
 5–10 s up to two minutes, every 15–30 s after that, give up after 15 minutes) and adds learning:
 a :class:`DurationEstimator`, shared by every call of one client, records how long finished tasks
-took per model. Once a model has a few samples, the first poll is scheduled at the expected
-completion time (a quantile of the recent durations) and later polls follow densely, each at most
-``step_ratio`` (10 %) of the elapsed time apart — so a task is typically seen done at its first or
-second poll, and noticing the end late adds at most about 10 % to its wall time.
+took per model (createTime → completeTime). Once a model has a few samples, :func:`plan_polls`
+picks, from the recent durations, when to poll first and how densely to poll after that (each
+later poll a fixed fraction of the elapsed time after the previous one): the cheapest plan whose
+median is at most 3 polls per task and whose mean added latency (time between a task's end and
+its detection, relative to its duration) stays under 10 %. Tight durations give one poll per
+task; wider ones start earlier and step finer.
 
 ``KIE_POLL_INTERVAL_SCALE`` (a float, default 1) scales every interval, as replicate-python's
 ``REPLICATE_POLL_INTERVAL`` does; tests set it low. Learned completion times are not scaled: they
@@ -24,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import random
@@ -38,9 +39,11 @@ __all__ = [
     "POLL_SCALE_ENV",
     "DurationEstimate",
     "DurationEstimator",
+    "PollPlan",
     "PollSchedule",
     "PollingPolicy",
     "PollingStats",
+    "plan_polls",
 ]
 
 POLL_SCALE_ENV = "KIE_POLL_INTERVAL_SCALE"
@@ -74,30 +77,101 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 
 @dataclass(frozen=True)
 class DurationEstimate:
-    """What recent tasks of one model took, in seconds.
+    """What recent tasks of one model took.
 
     Attributes:
-        samples: How many durations this is based on.
-        p25: 25th percentile.
-        p50: Median.
-        p75: 75th percentile.
-        p90: 90th percentile.
+        durations: The recent durations in seconds, ascending.
     """
 
-    samples: int
-    p25: float
-    p50: float
-    p75: float
-    p90: float
+    durations: tuple[float, ...]
+
+    @property
+    def samples(self) -> int:
+        """How many durations this is based on."""
+        return len(self.durations)
 
     def quantile(self, q: float) -> float:
-        """A quantile between the stored ones (linear between p25, p50, p75, p90)."""
-        points = ((0.0, self.p25), (0.25, self.p25), (0.5, self.p50), (0.75, self.p75),
-                  (0.9, self.p90), (1.0, self.p90))  # fmt: skip
-        for (q0, v0), (q1, v1) in itertools.pairwise(points):
-            if q <= q1:
-                return v0 if q1 == q0 else v0 + (v1 - v0) * (q - q0) / (q1 - q0)
-        return self.p90
+        """A quantile (linear interpolation) of the durations."""
+        return _quantile(self.durations, q)
+
+    @property
+    def p50(self) -> float:
+        """The median duration."""
+        return self.quantile(0.5)
+
+    @property
+    def p90(self) -> float:
+        """The 90th percentile."""
+        return self.quantile(0.9)
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """Learned poll times: first at ``first_s``, then every ``step_ratio`` of the elapsed time.
+
+    Attributes:
+        first_s: Seconds after submission of the first poll.
+        step_ratio: Each later poll comes this fraction of the elapsed time after the previous.
+        expected_polls: Mean polls per task this plan needs on the recent durations.
+        expected_added_latency: Mean relative delay between a task's end and its detection.
+    """
+
+    first_s: float
+    step_ratio: float
+    expected_polls: float
+    expected_added_latency: float
+
+
+def _score(durations: Sequence[float], first: float, ratio: float) -> tuple[float, float, float]:
+    """(median polls, mean polls, mean relative added latency) of a plan on these durations."""
+    growth = math.log1p(ratio)
+    counts: list[int] = []
+    added = 0.0
+    for duration in durations:
+        steps = 0 if duration <= first else math.ceil(math.log(duration / first) / growth - 1e-9)
+        counts.append(1 + steps)
+        added += (first * (1.0 + ratio) ** steps - duration) / max(duration, 1e-3)
+    return float(statistics.median(counts)), statistics.fmean(counts), added / len(durations)
+
+
+def plan_polls(
+    durations: Sequence[float],
+    *,
+    target_added_latency: float,
+    poll_budget: float,
+    quantiles: Sequence[float],
+    step_ratios: Sequence[float],
+) -> PollPlan | None:
+    """The cheapest plan that keeps both goals: median polls within the budget, mean added
+    latency within the target.
+
+    Tries every (first-poll quantile, step ratio) pair on the recent durations, in closed form:
+    a tight distribution gets its first poll near the median and little else; a wider one starts
+    earlier and steps finer, so that tasks finishing early are not noticed late. When the spread
+    is too wide for both goals, the poll budget wins (kie.ai's 10 queries per second are shared by
+    every task in flight) and the plan with the least added latency within it is used.
+
+    Returns:
+        ``None`` when there are no positive durations.
+    """
+    ordered = sorted(d for d in durations if d > 0)
+    if not ordered:
+        return None
+    best: tuple[tuple[int, float, float], PollPlan] | None = None
+    for ratio in step_ratios:
+        for q in quantiles:
+            first = _quantile(ordered, q)
+            median, mean, added = _score(ordered, first, ratio)
+            within_budget = median <= poll_budget
+            if within_budget and added <= target_added_latency:
+                key = (0, mean, added)
+            elif within_budget:
+                key = (1, added, mean)
+            else:
+                key = (2, median, added)
+            if best is None or key < best[0]:
+                best = (key, PollPlan(first, ratio, mean, added))
+    return None if best is None else best[1]
 
 
 class DurationEstimator:
@@ -115,6 +189,8 @@ class DurationEstimator:
         self.history = history
         self._lock = threading.Lock()
         self._durations: dict[str, deque[float]] = {}
+        self._versions: dict[str, int] = {}
+        self._plans: dict[str, tuple[int, PollingPolicy, PollPlan | None]] = {}
 
     def record(self, model: str | None, seconds: float) -> None:
         """Remember that a task of ``model`` took ``seconds`` (also counted for any model)."""
@@ -123,27 +199,46 @@ class DurationEstimator:
         with self._lock:
             for key in {model or ANY_MODEL, ANY_MODEL}:
                 self._durations.setdefault(key, deque(maxlen=self.history)).append(seconds)
+                self._versions[key] = self._versions.get(key, 0) + 1
+
+    def _key(self, model: str | None) -> str | None:
+        key = model or ANY_MODEL
+        if len(self._durations.get(key, ())) >= self.min_samples:
+            return key
+        if len(self._durations.get(ANY_MODEL, ())) >= self.min_samples:
+            return ANY_MODEL
+        return None
 
     def estimate(self, model: str | None) -> DurationEstimate | None:
-        """Quantiles of the recent durations of ``model`` (or of any model when unknown).
+        """The recent durations of ``model`` (or of any model while it has too few).
 
         Returns:
             ``None`` until ``min_samples`` durations were recorded.
         """
         with self._lock:
-            samples = self._durations.get(model or ANY_MODEL)
-            if not samples and model:
-                samples = self._durations.get(ANY_MODEL)
-            if samples is None or len(samples) < self.min_samples:
+            key = self._key(model)
+            if key is None:
                 return None
-            ordered = sorted(samples)
-        return DurationEstimate(
-            samples=len(ordered),
-            p25=_quantile(ordered, 0.25),
-            p50=_quantile(ordered, 0.5),
-            p75=_quantile(ordered, 0.75),
-            p90=_quantile(ordered, 0.9),
-        )
+            return DurationEstimate(tuple(sorted(self._durations[key])))
+
+    def plan(self, model: str | None, policy: PollingPolicy) -> PollPlan | None:
+        """The learned poll plan of ``model`` under ``policy`` (cached; refreshed as durations
+        arrive, every time while there are few and every eighth of the history later)."""
+        with self._lock:
+            key = self._key(model)
+            if key is None:
+                return None
+            version = self._versions[key]
+            cached = self._plans.get(key)
+            count = len(self._durations[key])
+            fresh = cached is not None and version - cached[0] < max(1, count // 8)
+            if cached is not None and fresh and cached[1] == policy:
+                return cached[2]
+            durations = tuple(self._durations[key])
+        plan = policy.plan(durations)
+        with self._lock:
+            self._plans[key] = (version, policy, plan)
+        return plan
 
     def models(self) -> list[str]:
         """Models with recorded durations (``"*"`` is every model together)."""
@@ -222,9 +317,13 @@ class PollingPolicy:
         learn: Schedule polls from the durations of earlier tasks of the same model.
         min_samples: Finished tasks needed before learning applies.
         history: Durations kept per model.
-        first_poll_quantile: Quantile of recent durations at which the first poll is made.
-        step_ratio: After that, polls are at most this fraction of the elapsed time apart
-            (and never further apart than the fixed schedule).
+        target_added_latency: Mean delay between a task's end and its detection, relative to
+            its duration, that a learned plan aims for (8 %, leaving room under 10 % for jitter
+            and request time).
+        poll_budget: Median polls per task a learned plan may use; when durations spread too
+            widely for both goals, this one wins.
+        first_poll_quantiles: Quantiles of recent durations tried for the first poll.
+        step_ratios: Fractions of the elapsed time tried as the spacing of later polls.
         min_interval_s: Shortest interval between two polls.
         jitter: Relative random spread added to learned intervals (fixed intervals are drawn
             from their (min, max) range).
@@ -244,10 +343,14 @@ class PollingPolicy:
     learn: bool = True
     min_samples: int = 3
     history: int = 64
-    first_poll_quantile: float = 0.5
-    step_ratio: float = 0.1
+    target_added_latency: float = 0.08
+    poll_budget: float = 3.0
+    first_poll_quantiles: tuple[float, ...] = (
+        0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8,
+    )  # fmt: skip
+    step_ratios: tuple[float, ...] = (0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
     min_interval_s: float = 0.5
-    jitter: float = 0.05
+    jitter: float = 0.02
     external_fallback_factor: float = 2.0
     external_fallback_min_s: float = 60.0
     interval_scale: float | None = None
@@ -259,10 +362,16 @@ class PollingPolicy:
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
-        if not 0 < self.first_poll_quantile < 1:
-            raise ValueError("first_poll_quantile must be between 0 and 1")
-        if self.step_ratio <= 0 or self.min_interval_s <= 0 or self.jitter < 0:
-            raise ValueError("step_ratio and min_interval_s must be positive, jitter >= 0")
+        if not self.first_poll_quantiles or not all(0 < q < 1 for q in self.first_poll_quantiles):
+            raise ValueError("first_poll_quantiles must be numbers between 0 and 1")
+        if not self.step_ratios or not all(r > 0 for r in self.step_ratios):
+            raise ValueError("step_ratios must be positive numbers")
+        if self.min_interval_s <= 0 or self.target_added_latency <= 0 or self.poll_budget < 1:
+            raise ValueError(
+                "min_interval_s and target_added_latency must be positive, poll_budget >= 1"
+            )
+        if self.jitter < 0:
+            raise ValueError("jitter must not be negative")
 
     @property
     def scale(self) -> float:
@@ -272,6 +381,16 @@ class PollingPolicy:
     def new_estimator(self) -> DurationEstimator:
         """A :class:`DurationEstimator` with this policy's sample settings."""
         return DurationEstimator(min_samples=self.min_samples, history=self.history)
+
+    def plan(self, durations: Sequence[float]) -> PollPlan | None:
+        """The learned plan for these recent durations (see :func:`plan_polls`)."""
+        return plan_polls(
+            durations,
+            target_added_latency=self.target_added_latency,
+            poll_budget=self.poll_budget,
+            quantiles=self.first_poll_quantiles,
+            step_ratios=self.step_ratios,
+        )
 
     def fixed_interval(self, elapsed: float, rng: random.Random | None = None) -> float:
         """kie.ai's advice: seconds until the next poll of a task ``elapsed`` seconds old."""
@@ -287,12 +406,31 @@ class PollingPolicy:
         self,
         estimate: DurationEstimate | None,
         *,
+        plan: PollPlan | None = None,
         rng: random.Random | None = None,
     ) -> PollSchedule:
-        """The poll times of one task, given what tasks of its model took recently."""
-        return PollSchedule(
-            self, estimate if self.learn else None, self.scale, rng or random.Random()
-        )
+        """The poll times of one task, given what tasks of its model took recently.
+
+        Args:
+            estimate: Recent durations (``None``: the fixed schedule).
+            plan: A plan already learned from them (computed when not given).
+            rng: Random source for jitter.
+        """
+        if not self.learn or estimate is None:
+            estimate, plan = None, None
+        elif plan is None:
+            plan = self.plan(estimate.durations)
+        return PollSchedule(self, estimate, plan, self.scale, rng or random.Random())
+
+    def schedule_for(
+        self, estimator: DurationEstimator, model: str | None, *, rng: random.Random | None = None
+    ) -> PollSchedule:
+        """The schedule of a task of ``model``, learned from ``estimator`` (plans are cached)."""
+        if not self.learn:
+            return self.schedule(None, rng=rng)
+        estimate = estimator.estimate(model)
+        plan = estimator.plan(model, self) if estimate is not None else None
+        return self.schedule(estimate, plan=plan, rng=rng)
 
 
 class PollSchedule:
@@ -301,6 +439,7 @@ class PollSchedule:
     Args:
         policy: The policy.
         estimate: Recent durations of the model (``None``: the fixed schedule).
+        plan: The learned plan (``None``: the fixed schedule).
         scale: Interval scale.
         rng: Random source for jitter.
     """
@@ -309,40 +448,38 @@ class PollSchedule:
         self,
         policy: PollingPolicy,
         estimate: DurationEstimate | None,
+        plan: PollPlan | None,
         scale: float,
         rng: random.Random,
     ) -> None:
         self.policy = policy
         self.estimate = estimate
+        self.plan = plan
         self.scale = scale
         self.rng = rng
 
     @property
-    def expected_s(self) -> float | None:
-        """The expected completion time (the first learned poll), if learned."""
-        if self.estimate is None:
-            return None
-        return self.estimate.quantile(self.policy.first_poll_quantile)
+    def learned(self) -> bool:
+        """True when poll times come from learned durations."""
+        return self.plan is not None
 
     def next_poll_at(self, elapsed: float) -> float:
         """When (seconds since submission) to poll next, given it is ``elapsed`` now."""
-        expected = self.expected_s
         fixed = self.policy.fixed_interval(elapsed, self.rng)
-        if expected is None:
+        if self.plan is None:
             return elapsed + fixed
-        if elapsed < expected:
-            return expected
-        dense = max(self.policy.min_interval_s * self.scale, self.policy.step_ratio * elapsed)
+        if elapsed < self.plan.first_s:
+            return self.plan.first_s
+        dense = max(self.policy.min_interval_s * self.scale, self.plan.step_ratio * elapsed)
         dense *= 1.0 + self.rng.uniform(0.0, self.policy.jitter)
         return elapsed + min(fixed, dense)
 
     def first_fallback_at(self) -> float:
         """With an external source of results, when the first kie.ai poll is due."""
-        expected = self.expected_s
         floor = self.policy.external_fallback_min_s * self.scale
-        if expected is None:
+        if self.estimate is None:
             return floor
-        return max(expected * self.policy.external_fallback_factor, floor)
+        return max(self.estimate.p50 * self.policy.external_fallback_factor, floor)
 
     def fallback_interval(self, elapsed: float) -> float:
         """With an external source, seconds between two kie.ai fallback polls."""
