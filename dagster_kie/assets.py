@@ -4,7 +4,9 @@ Example:
     .. code-block:: python
 
         import dagster as dg
-        from dagster_aws.s3 import S3Resource
+        from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
         from dagster_kie import KieResource, LocalPromptSource, build_kie_assets
 
         kie_assets = build_kie_assets(source=LocalPromptSource("prompts"), bucket="my-images")
@@ -29,7 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
 from dagster_kie.batch import BatchReport, BatchRunner
 from dagster_kie.callbacks import CallbackInbox
@@ -53,7 +57,7 @@ class KieAssets:
     """What :func:`build_kie_assets` builds: pass its parts to ``dg.Definitions``."""
 
     assets: list[dg.AssetsDefinition]
-    job: dg.UnresolvedAssetJobDefinition
+    job: UnresolvedAssetJobDefinition
     partitions_def: dg.DynamicPartitionsDefinition
     requests_key: dg.AssetKey
     tasks_key: dg.AssetKey
@@ -232,7 +236,6 @@ def build_kie_assets(
     job = dg.define_asset_job(
         job_name,
         selection=dg.AssetSelection.assets(requests_key, tasks_key, images_key),
-        partitions_def=partitions,
         description="Materialize one prompt file: validate, submit, wait, store in S3.",
     )
     return KieAssets(
