@@ -1,0 +1,625 @@
+"""``KieImageGeneration``: the generation asset graph as a Dagster component.
+
+A ``dg`` project declares the whole graph (assets, checks, job, prompt and retry sensors,
+optional batch schedule, and the ``kie`` and ``s3`` resources) in a ``defs.yaml``:
+
+.. code-block:: yaml
+
+    type: dagster_kie.component.KieImageGeneration
+    attributes:
+      model: ideogram/v3-text-to-image
+      defaults: {image_size: square_hd, rendering_speed: TURBO}
+      prompts_dir: "{{ env('KIE_PROMPTS_DIR', 'prompts') }}"
+      bucket: "{{ env('KIE_S3_BUCKET', 'kie-demo') }}"
+      prefix: kie
+      schedule_cron: "0 6 * * *"
+
+``dg scaffold defs dagster_kie.component.KieImageGeneration my_images`` writes such a file (and an
+example prompt file) for you.
+
+``model`` and ``defaults`` are applied to each prompt record before it is validated, by
+:class:`PromptDefaultsSource`, a :class:`~dagster_kie.sources.PromptSource` wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import dagster as dg
+from dagster.components.component_scaffolding import scaffold_component
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from dagster_kie.models import (
+    CHARACTER,
+    MODELS,
+    REFRAME,
+    TEXT_TO_IMAGE,
+    CharacterInput,
+    ReframeInput,
+    TextToImageInput,
+    parse_request,
+)
+from dagster_kie.sources import LocalPromptSource, PromptSource, S3PromptSource
+
+__all__ = [
+    "KieImageGeneration",
+    "KieImageGenerationScaffolder",
+    "PromptDefaultsSource",
+    "S3Prompts",
+    "apply_record_defaults",
+    "rewrite_prompt_file",
+]
+
+KieModel = Literal["ideogram/v3-text-to-image", "ideogram/v3-reframe", "ideogram/character"]
+"""The models a component (and its records) may name."""
+_DEFAULT_MODEL: KieModel = "ideogram/v3-text-to-image"
+
+_INPUT_FIELDS: dict[str, frozenset[str]] = {
+    TEXT_TO_IMAGE: frozenset(TextToImageInput.model_fields),
+    REFRAME: frozenset(ReframeInput.model_fields),
+    CHARACTER: frozenset(CharacterInput.model_fields),
+}
+"""The ``input`` fields each model accepts."""
+
+_REQUIRED_PLACEHOLDERS: dict[str, dict[str, Any]] = {
+    TEXT_TO_IMAGE: {"prompt": "placeholder"},
+    REFRAME: {"image_url": "placeholder"},
+    CHARACTER: {"prompt": "placeholder", "reference_image_urls": ["placeholder"]},
+}
+"""Stand-ins for each model's required per-record fields, to validate ``defaults`` alone."""
+
+_TXT_ALIAS_SUFFIX = ".jsonl"
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+# --------------------------------------------------------------------------------------------
+# Record defaults (a PromptSource wrapper)
+# --------------------------------------------------------------------------------------------
+
+
+def _defaults_for(model: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    fields = _INPUT_FIELDS.get(model, frozenset()) if isinstance(model, str) else frozenset()
+    return {key: value for key, value in defaults.items() if key in fields}
+
+
+def apply_record_defaults(record: Any, *, model: str, defaults: Mapping[str, Any]) -> Any:
+    """Turn one prompt record into a full createTask body with the default model and inputs.
+
+    A plain string or a shorthand record (``{"prompt": ..., ...}``) becomes a body for ``model``;
+    a full body (``{"model": ..., "input": {...}}``) keeps its model (``model`` when it has
+    none). The defaults that the body's model accepts are merged into its ``input``; the record's
+    own values win. Anything else (a number, a list, an unknown model's fields) is returned as it
+    is, for the parser to report.
+
+    Args:
+        record: One record as decoded from JSON, or one line of a text file.
+        model: The model of records that do not name one.
+        defaults: Input fields applied to every record that does not set them.
+
+    Returns:
+        The rewritten record.
+    """
+    if isinstance(record, str):
+        record = {"prompt": record}
+    if not isinstance(record, dict):
+        return record
+    if "input" in record or "model" in record:
+        body = dict(record)
+        body.setdefault("model", model)
+        given = body.get("input")
+        if isinstance(given, dict):
+            body["input"] = {**_defaults_for(body["model"], defaults), **given}
+        return body
+    shorthand = dict(record)
+    request_id = shorthand.pop("id", None)
+    body = {"model": model, "input": {**_defaults_for(model, defaults), **shorthand}}
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+def _dump_record(record: Any) -> str:
+    # ASCII only: a raw U+2028 in the output would split a JSON Lines line in two.
+    return json.dumps(record, ensure_ascii=True)
+
+
+def rewrite_prompt_file(
+    name: str, content: bytes, *, model: str, defaults: Mapping[str, Any]
+) -> bytes:
+    """Apply :func:`apply_record_defaults` to every record of one prompt file.
+
+    JSON Lines stay JSON Lines and JSON stays JSON; a text file (``*.txt``) becomes JSON Lines
+    (plain text cannot carry a model or inputs). Line numbers are kept, so the parser's messages
+    still point at the original lines. Content the parser would refuse (not UTF-8, a JSON
+    document that does not parse, an unknown suffix) is returned unchanged for it to report.
+
+    Args:
+        name: The file's name; its suffix selects the format.
+        content: The file's bytes.
+        model: The model of records that do not name one.
+        defaults: Input fields applied to every record that does not set them.
+
+    Returns:
+        The rewritten file (JSON Lines for a ``*.txt`` file).
+    """
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return content
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix == "txt":
+        lines = [
+            _dump_record(apply_record_defaults(line.strip(), model=model, defaults=defaults))
+            if line.strip() and not line.lstrip().startswith("#")
+            else ""
+            for line in text.splitlines()
+        ]
+        return "\n".join(lines).encode("utf-8")
+    if suffix == "jsonl":
+        out: list[str] = []
+        for line in text.splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                out.append(line)  # reported by the parser, on the same line
+                continue
+            out.append(
+                _dump_record(apply_record_defaults(record, model=model, defaults=defaults))
+                if line.strip()
+                else ""
+            )
+        return "\n".join(out).encode("utf-8")
+    if suffix == "json":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            return content
+        if isinstance(document, list):
+            rewritten: Any = [
+                apply_record_defaults(item, model=model, defaults=defaults) for item in document
+            ]
+        else:
+            rewritten = apply_record_defaults(document, model=model, defaults=defaults)
+        return _dump_record(rewritten).encode("utf-8")
+    return content
+
+
+@dataclass(frozen=True)
+class PromptDefaultsSource:
+    """A :class:`~dagster_kie.sources.PromptSource` that applies a default model and inputs.
+
+    Every record read through it is rewritten by :func:`apply_record_defaults` before the
+    parser sees it. Text files cannot carry a model or inputs, so each ``name.txt`` is listed as
+    ``name.txt.jsonl`` (its partition key) and read as JSON Lines, line for line. (If a real
+    ``name.txt.jsonl`` exists too, it wins and ``name.txt`` is not listed.) Fingerprints are the
+    inner source's, so changing the defaults does not re-run files already handled.
+
+    Args:
+        inner: The source the files come from.
+        model: The model of records that do not name one.
+        defaults: Input fields applied to every record that does not set them.
+    """
+
+    inner: PromptSource
+    model: str = TEXT_TO_IMAGE
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        """The inner source's description."""
+        return self.inner.description
+
+    def scan(self) -> dict[str, str]:
+        """The inner listing, with ``*.txt`` files renamed ``*.txt.jsonl``."""
+        listed = self.inner.scan()
+        found: dict[str, str] = {}
+        for name, fingerprint in listed.items():
+            if name.lower().endswith(".txt"):
+                alias = name + _TXT_ALIAS_SUFFIX
+                if alias not in listed:
+                    found[alias] = fingerprint
+            else:
+                found[name] = fingerprint
+        return found
+
+    def read(self, name: str) -> bytes:
+        """Read one file (a ``*.txt.jsonl`` alias reads its ``*.txt``) and rewrite its records."""
+        if name.lower().endswith(".txt"):
+            # Only a name that was never listed: served as it is, parsed as plain text.
+            return self.inner.read(name)
+        if name.lower().endswith(".txt" + _TXT_ALIAS_SUFFIX):
+            try:
+                content = self.inner.read(name)
+            except FileNotFoundError:
+                original = name[: -len(_TXT_ALIAS_SUFFIX)]
+                content = self.inner.read(original)
+                return rewrite_prompt_file(
+                    original, content, model=self.model, defaults=self.defaults
+                )
+            return rewrite_prompt_file(name, content, model=self.model, defaults=self.defaults)
+        return rewrite_prompt_file(
+            name, self.inner.read(name), model=self.model, defaults=self.defaults
+        )
+
+
+def validate_defaults(model: str, defaults: Mapping[str, Any]) -> None:
+    """Check ``defaults`` against ``model``'s input fields and their allowed values.
+
+    Raises:
+        ValueError: naming each bad field, what it allows, and the model's input fields.
+    """
+    body = {"model": model, "input": {**_REQUIRED_PLACEHOLDERS[model], **defaults}}
+    try:
+        parse_request(body)
+    except ValidationError as exc:
+        problems = []
+        for item in exc.errors(include_url=False):
+            loc = [str(part) for part in item["loc"] if str(part) not in MODELS]
+            where = ".".join(loc[1:] if loc[:1] == ["input"] else loc) or "input"
+            problems.append(f"{where}: {item['msg']}")
+        allowed = ", ".join(sorted(_INPUT_FIELDS[model]))
+        raise ValueError(
+            f"defaults do not fit {model}: {'; '.join(problems)} (its input fields: {allowed})"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The component
+# --------------------------------------------------------------------------------------------
+
+
+class S3Prompts(dg.Resolvable, dg.Model):
+    """Prompt files under an S3 prefix (read with the component's ``s3`` resource)."""
+
+    bucket: str = Field(description="Bucket holding the prompt files.")
+    prefix: str = Field(default="prompts/", description="Prefix the prompt files sit under.")
+
+
+def _name_part(key_prefix: list[str]) -> str:
+    base = "_".join(key_prefix) or "kie"
+    return re.sub(r"[^A-Za-z0-9_]", "_", base)
+
+
+class KieImageGenerationScaffoldParams(BaseModel):
+    """Options of ``dg scaffold defs dagster_kie.component.KieImageGeneration <path>``."""
+
+    model: KieModel = Field(
+        default=_DEFAULT_MODEL, description="Default model written into defs.yaml."
+    )
+    prompts_s3_bucket: str | None = Field(
+        default=None,
+        description="Watch this bucket's prompts/ prefix instead of a local prompts folder.",
+    )
+
+
+_EXAMPLE_RECORDS: dict[str, list[dict[str, Any]]] = {
+    TEXT_TO_IMAGE: [
+        {"id": "example-fox", "prompt": "a red fox in fresh snow, golden hour"},
+        {"prompt": "a lighthouse on a cliff, watercolor", "image_size": "landscape_16_9"},
+    ],
+    REFRAME: [{"id": "example-reframe", "image_url": "https://example.com/photo.png"}],
+    CHARACTER: [
+        {
+            "id": "example-character",
+            "prompt": "the same person reading in a cafe",
+            "reference_image_urls": ["https://example.com/person.png"],
+        }
+    ],
+}
+
+
+def _defs_yaml(type_name: str, params: KieImageGenerationScaffoldParams) -> str:
+    if params.prompts_s3_bucket:
+        source = (
+            "  # Prompt files under an S3 prefix (read with the s3 resource below).\n"
+            "  prompts_s3:\n"
+            f"    bucket: {json.dumps(params.prompts_s3_bucket)}\n"
+            "    prefix: prompts/\n"
+        )
+    else:
+        source = (
+            "  # Folder of prompt files (*.jsonl, *.json, *.txt); relative to this file's folder.\n"
+            "  # Every file in it is generated (and paid for) once the prompt sensor runs.\n"
+            "  prompts_dir: \"{{ env('KIE_PROMPTS_DIR', 'prompts') }}\"\n"
+        )
+    return (
+        f"type: {type_name}\n"
+        "\n"
+        "attributes:\n"
+        "  # Model of records that do not name one: " + ", ".join(MODELS) + "\n"
+        f"  model: {params.model}\n"
+        "  # Input fields applied to every record that does not set them.\n"
+        "  defaults:\n"
+        "    image_size: square_hd\n"
+        "    rendering_speed: TURBO\n"
+        + source
+        + "  # Where images, manifests and the task ledger go.\n"
+        "  bucket: \"{{ env('KIE_S3_BUCKET', 'kie-demo') }}\"\n"
+        "  prefix: \"{{ env('KIE_S3_PREFIX', 'kie') }}\"\n"
+        "  # Daily sweep over all prompt files (re-runs only generate what is missing).\n"
+        "  # Remove it for no schedule.\n"
+        '  schedule_cron: "0 6 * * *"\n'
+        "  pool: kie\n"
+        "  asset_key_prefix: [kie]\n"
+        "  # The kie.ai key is read from this variable at run time, never stored here.\n"
+        "  api_key_env: KIE_API_KEY\n"
+        "  base_url: \"{{ env('KIE_BASE_URL', 'https://api.kie.ai') }}\"\n"
+        "\n"
+        "requirements:\n"
+        "  env:\n"
+        "    - KIE_API_KEY\n"
+        "    - KIE_PROMPTS_DIR\n"
+        "    - KIE_S3_BUCKET\n"
+        "    - KIE_S3_PREFIX\n"
+        "    - KIE_BASE_URL\n"
+    )
+
+
+class KieImageGenerationScaffolder(dg.Scaffolder[KieImageGenerationScaffoldParams]):
+    """Writes a filled-in ``defs.yaml`` and, for a local folder, an example prompt file."""
+
+    @classmethod
+    def get_scaffold_params(cls) -> type[KieImageGenerationScaffoldParams]:
+        """The options ``dg scaffold defs`` accepts for this component."""
+        return KieImageGenerationScaffoldParams
+
+    def scaffold(self, request: dg.ScaffoldRequest[KieImageGenerationScaffoldParams]) -> None:
+        """Write ``defs.yaml`` (or ``component.py``) and ``prompts/example.jsonl``.
+
+        Args:
+            request: What ``dg`` asks for: the target folder, the format and the params.
+        """
+        params = request.params or KieImageGenerationScaffoldParams()
+        if request.scaffold_format != "yaml" or request.append:
+            attributes: dict[str, Any] = {
+                "model": params.model,
+                "prompts_dir": "prompts",
+                "bucket": "{{ env('KIE_S3_BUCKET', 'kie-demo') }}",
+            }
+            scaffold_component(request, attributes)
+            return
+        target = request.target_path
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "defs.yaml").write_text(_defs_yaml(request.type_name, params), encoding="utf-8")
+        if params.prompts_s3_bucket:
+            return
+        prompts = target / "prompts"
+        prompts.mkdir(exist_ok=True)
+        example = prompts / "example.jsonl"
+        if not example.exists():
+            example.write_text(
+                "".join(json.dumps(record) + "\n" for record in _EXAMPLE_RECORDS[params.model]),
+                encoding="utf-8",
+            )
+
+
+@dg.scaffold_with(KieImageGenerationScaffolder)
+class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
+    """kie.ai image generation: prompt files → validated requests → tasks → images in S3.
+
+    Builds the asset graph of :func:`~dagster_kie.assets.build_kie_assets` (requests, tasks and
+    images assets with their image checks, one dynamic partition per prompt file), the job that
+    materializes one file, a sensor that picks up new and changed prompt files, a sensor that
+    retries runs that failed for a passing reason, an optional batch schedule, and the ``kie``
+    (:class:`~dagster_kie.resource.KieResource`, key from ``api_key_env``) and ``s3``
+    (``dagster_aws.s3.S3Resource``, configured by the standard AWS environment) resources.
+    Job, sensor, schedule and partition names start with the asset key prefix joined by ``_``.
+    """
+
+    default_model: KieModel = Field(
+        default=_DEFAULT_MODEL,
+        alias="model",
+        description="Model of records that do not name one (shorthand records, text lines).",
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Input fields merged into every record's input; the record's own values win.",
+    )
+    prompts_dir: str | None = Field(
+        default=None,
+        description="Folder of prompt files; a relative path is relative to the defs.yaml folder.",
+    )
+    prompts_s3: S3Prompts | None = Field(
+        default=None, description="Or: an S3 prefix of prompt files."
+    )
+    bucket: str = Field(description="S3 bucket for images, manifests and the task ledger.")
+    prefix: str = Field(default="kie", description="Key prefix inside the bucket.")
+    schedule_cron: str | None = Field(
+        default=None, description="Cron of the batch schedule over all files; none when unset."
+    )
+    schedule_timezone: str = Field(default="UTC", description="Timezone of schedule_cron.")
+    pool: str | None = Field(
+        default="kie", description="Dagster concurrency pool bounding kie.ai use across runs."
+    )
+    asset_key_prefix: list[str] = Field(
+        default_factory=lambda: ["kie"], description="Asset key prefix."
+    )
+    group_name: str | None = Field(
+        default=None, description="Asset group; the key prefix joined by '_' when unset."
+    )
+    api_key_env: str = Field(
+        default="KIE_API_KEY",
+        pattern=_ENV_NAME_PATTERN,
+        description="Environment variable holding the kie.ai API key (read at run time).",
+    )
+    base_url: str | None = Field(default=None, description="Jobs API base URL.")
+    upload_base_url: str | None = Field(default=None, description="File-upload API base URL.")
+    callback_url: str | None = Field(
+        default=None, description="Public URL of the callback receiver; unset means poll."
+    )
+    allow_private_downloads: bool | None = Field(
+        default=None,
+        description="Allow result downloads from private addresses; by default only when "
+        "base_url is a loopback address (the local emulator).",
+    )
+    sensors_running: bool = Field(
+        default=False, description="Start the sensors and the schedule as soon as they load."
+    )
+    prompt_sensor_interval_seconds: int = Field(
+        default=30, ge=1, description="Seconds between prompt-sensor ticks."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts per partition, counting the first run."
+    )
+
+    @classmethod
+    def get_spec(cls) -> dg.ComponentTypeSpec:
+        """What the component makes, for ``dg`` and the UI."""
+        return dg.ComponentTypeSpec(
+            description="kie.ai Ideogram image generation from prompt files into S3.",
+            tags=["kie", "image-generation", "s3"],
+            produces=["asset", "asset_check", "job", "sensor", "schedule", "resource"],
+        )
+
+    @field_validator("defaults")
+    @classmethod
+    def _check_defaults(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        model = info.data.get("default_model")
+        if model in _INPUT_FIELDS:
+            validate_defaults(model, value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_source(self) -> KieImageGeneration:
+        if (self.prompts_dir is None) == (self.prompts_s3 is None):
+            raise ValueError("set exactly one of prompts_dir and prompts_s3")
+        if not self.asset_key_prefix:
+            raise ValueError("asset_key_prefix must have at least one part")
+        return self
+
+    def _s3_resource(self) -> Any:
+        from dagster_aws.s3 import S3Resource
+
+        return S3Resource(
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_REGION") or None,
+        )
+
+    def _kie_resource(self) -> Any:
+        from dagster_kie.resource import KieResource
+
+        options: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "base_url": self.base_url,
+                "upload_base_url": self.upload_base_url,
+                "callback_url": self.callback_url,
+            }.items()
+            if value
+        }
+        allow_private = self.allow_private_downloads
+        if allow_private is None:
+            allow_private = urlparse(self.base_url or "").hostname in _LOOPBACK_HOSTS
+        return KieResource(
+            api_key=dg.EnvVar(self.api_key_env),
+            allow_private_downloads=allow_private,
+            **options,
+        )
+
+    def prompt_source(self, context: dg.ComponentLoadContext, s3: Any) -> PromptSource:
+        """The source the sensor watches and the assets read, with model and defaults applied.
+
+        Args:
+            context: The load context (a relative ``prompts_dir`` is relative to its folder).
+            s3: The ``S3Resource`` used for an S3 prefix of prompt files.
+
+        Returns:
+            The prompt source.
+        """
+        source: PromptSource
+        if self.prompts_s3 is not None:
+            source = S3PromptSource(s3.get_client, self.prompts_s3.bucket, self.prompts_s3.prefix)
+        else:
+            folder = Path(str(self.prompts_dir))
+            if not folder.is_absolute():
+                folder = Path(context.path) / folder
+            source = LocalPromptSource(str(folder))
+        if self.default_model == TEXT_TO_IMAGE and not self.defaults:
+            return source
+        return PromptDefaultsSource(source, self.default_model, dict(self.defaults))
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """Build the assets, checks, job, sensors, schedule and resources.
+
+        Args:
+            context: The component's load context.
+
+        Returns:
+            The definitions.
+        """
+        from dagster_kie.assets import build_kie_assets
+        from dagster_kie.schedules import build_batch_schedule
+        from dagster_kie.sensors import build_prompt_sensor, build_retry_sensor
+
+        base = _name_part(self.asset_key_prefix)
+        s3 = self._s3_resource()
+        source = self.prompt_source(context, s3)
+        kie_assets = build_kie_assets(
+            source=source,
+            bucket=self.bucket,
+            prefix=self.prefix.strip("/") or "kie",
+            key_prefix=tuple(self.asset_key_prefix),
+            partitions_def=dg.DynamicPartitionsDefinition(name=f"{base}_prompt_files"),
+            group_name=self.group_name or base,
+            pool=self.pool,
+            job_name=f"{base}_generate_images",
+        )
+        sensor_status = (
+            dg.DefaultSensorStatus.RUNNING
+            if self.sensors_running
+            else dg.DefaultSensorStatus.STOPPED
+        )
+        sensors = [
+            build_prompt_sensor(
+                job=kie_assets.job,
+                partitions_def=kie_assets.partitions_def,
+                source=source,
+                name=f"{base}_prompt_sensor",
+                minimum_interval_seconds=self.prompt_sensor_interval_seconds,
+                default_status=sensor_status,
+            ),
+            build_retry_sensor(
+                job=kie_assets.job,
+                name=f"{base}_retry_sensor",
+                max_attempts=self.max_attempts,
+                default_status=sensor_status,
+            ),
+        ]
+        schedules = []
+        if self.schedule_cron:
+            schedules.append(
+                build_batch_schedule(
+                    job=kie_assets.job,
+                    partitions_def=kie_assets.partitions_def,
+                    cron_schedule=self.schedule_cron,
+                    name=f"{base}_batch_schedule",
+                    execution_timezone=self.schedule_timezone,
+                    default_status=(
+                        dg.DefaultScheduleStatus.RUNNING
+                        if self.sensors_running
+                        else dg.DefaultScheduleStatus.STOPPED
+                    ),
+                )
+            )
+        return dg.Definitions(
+            assets=kie_assets.assets,
+            jobs=[kie_assets.job],
+            sensors=sensors,
+            schedules=schedules,
+            resources={"kie": self._kie_resource(), "s3": s3},
+        )
