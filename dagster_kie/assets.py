@@ -21,7 +21,6 @@ waiting on all of them concurrently inside the run (one run per prompt could not
 API on two cores). Per-request lineage lives in the manifests and in the metadata.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hashlib
@@ -110,7 +109,9 @@ def build_kie_assets(
     resource_keys = {kie_resource_key, s3_resource_key}
 
     def stores(context: dg.OpExecutionContext) -> tuple[ImageStore, TaskLedger, Any]:
-        s3 = getattr(context.resources, s3_resource_key).get_client()
+        # S3Resource hands op contexts its boto3 client directly; other resources hand themselves.
+        resource = getattr(context.resources, s3_resource_key)
+        s3 = resource.get_client() if hasattr(resource, "get_client") else resource
         return ImageStore(s3, bucket, prefix), TaskLedger(s3, bucket, prefix), s3
 
     @dg.asset(

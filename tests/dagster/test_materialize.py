@@ -32,7 +32,11 @@ def materialization(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetMat
 
 
 def _images(project: Any, s3: Any) -> list[str]:
-    return [key for key in project.keys(s3) if not key.endswith("manifest.json")]
+    return [
+        key
+        for key in project.keys(s3)
+        if not key.endswith("manifest.json") and not key.startswith("kie/_")
+    ]
 
 
 def test_materialize_stores_every_image_with_manifest(project: Any, s3_bucket: Any) -> None:
@@ -44,7 +48,7 @@ def test_materialize_stores_every_image_with_manifest(project: Any, s3_bucket: A
     assert result.success
     images = _images(project, s3)
     assert len(images) == 4
-    manifests = [key for key in project.keys(s3) if key.endswith("manifest.json")]
+    manifests = [key for key in project.keys(s3) if key.endswith("/manifest.json")]
     assert len(manifests) == 3
     for key in manifests:
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
