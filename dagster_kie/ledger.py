@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -190,7 +191,7 @@ class TaskLedger:
             if is_not_found(error):
                 return None
             raise
-        with reply["Body"] as body:
+        with closing(reply["Body"]) as body:
             raw = body.read()
         try:
             data = json.loads(raw)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -174,51 +175,53 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 class _HashingReader:
     """A read-only, non-seekable file object that hashes and counts what is read through it.
 
-    Being non-seekable makes boto3 read it exactly once, front to back, in bounded chunks.
+    Being non-seekable makes boto3 read it exactly once, front to back, in bounded chunks. Chunks
+    of an iterable are joined per read, never accumulated in a growing buffer.
     """
 
     def __init__(self, source: BinaryIO | Iterable[bytes] | bytes) -> None:
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self._read_from: BinaryIO | None = None
-        self._chunks: Iterator[bytes] | None = None
-        self._buffer = bytearray()
+        self._file: BinaryIO | None = None
+        self._chunks: Iterator[bytes] = iter(())
+        self._pending = memoryview(b"")
         if isinstance(source, (bytes, bytearray, memoryview)):
-            self._chunks = iter([bytes(source)])
+            self._pending = memoryview(source).cast("B")
         elif hasattr(source, "read"):
-            self._read_from = source  # type: ignore[assignment]
+            self._file = source  # type: ignore[assignment]
         else:
             self._chunks = iter(source)
 
-    def read(self, size: int = -1) -> bytes:
-        """Read up to ``size`` bytes (all remaining bytes if negative)."""
-        data = self._read_file(size) if self._read_from is not None else self._read_chunks(size)
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all remaining bytes if ``None`` or negative)."""
+        if self._file is not None:
+            data = self._file.read() if size is None or size < 0 else self._file.read(size)
+        else:
+            data = self._read_chunks(size)
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"image stream must yield bytes, got {type(data).__name__}")
         self.sha256.update(data)
         self.size += len(data)
         return bytes(data)
 
-    def _read_file(self, size: int) -> bytes:
-        assert self._read_from is not None
-        return (
-            self._read_from.read(size) if size is not None and size >= 0 else self._read_from.read()
-        )
-
-    def _read_chunks(self, size: int) -> bytes:
-        assert self._chunks is not None
-        while size is None or size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise TypeError(f"image stream must yield bytes, got {type(chunk).__name__}")
-            self._buffer += chunk
-        if size is None or size < 0:
-            size = len(self._buffer)
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+    def _read_chunks(self, size: int | None) -> bytes:
+        parts: list[memoryview] = []
+        have = 0
+        while size is None or size < 0 or have < size:
+            if len(self._pending):
+                chunk, self._pending = self._pending, memoryview(b"")
+            else:
+                item = next(self._chunks, None)
+                if item is None:
+                    break
+                if not isinstance(item, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"image stream must yield bytes, got {type(item).__name__}")
+                chunk = memoryview(item).cast("B")
+            if size is not None and size >= 0 and len(chunk) > size - have:
+                chunk, self._pending = chunk[: size - have], chunk[size - have :]
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
 
     def readable(self) -> bool:
         """Always ``True``."""
@@ -257,7 +260,8 @@ class ImageStore:
         bucket: The bucket.
         prefix: Key prefix (``KIE_S3_PREFIX``); slashes around it are ignored.
         transfer_config: boto3 transfer settings for image uploads; the default streams in
-            8 MiB parts, at most 4 at a time (about 32 MiB of buffers per upload).
+            8 MiB parts, two at a time with two read ahead (a few parts of buffers per upload,
+            whatever the image size).
 
     Raises:
         UnsafeKeyError: If the prefix is unsafe.
@@ -454,7 +458,9 @@ class ImageStore:
             key: The key.
 
         Returns:
-            botocore's streaming body (a context manager; ``read``, ``iter_chunks``...).
+            botocore's streaming body (``read(n)``, ``iter_chunks()``...); close it when done,
+            e.g. ``with contextlib.closing(store.open(key)) as body`` (a plain ``with`` yields
+            the underlying urllib3 response, which also has ``read``).
 
         Raises:
             UnsafeKeyError: If the key is unsafe.
@@ -557,7 +563,7 @@ class ImageStore:
             if is_not_found(error):
                 return None
             raise
-        with reply["Body"] as body:
+        with closing(reply["Body"]) as body:
             manifest = json.loads(body.read())
         if not isinstance(manifest, dict):
             raise ValueError(f"manifest {self.uri(key)} is not a JSON object")
@@ -570,9 +576,14 @@ def _default_transfer_config() -> TransferConfig:
     from boto3.s3.transfer import TransferConfig
 
     mib = 1024 * 1024
-    return TransferConfig(
-        multipart_threshold=8 * mib, multipart_chunksize=8 * mib, max_concurrency=4
+    config = TransferConfig(
+        multipart_threshold=8 * mib,
+        multipart_chunksize=8 * mib,
+        max_concurrency=2,
+        preferred_transfer_client="classic",
     )
+    config.max_in_memory_upload_chunks = 2  # parts read ahead of the uploads (default 10)
+    return config
 
 
 def is_not_found(error: Exception) -> bool:
