@@ -1,0 +1,354 @@
+"""Poll schedule, learning estimator, and ``wait`` on a scripted kie.ai with a fake clock."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from dagster_kie.errors import GenerationFailedError, WaitTimeoutError
+from dagster_kie.models import TaskRecord
+from dagster_kie.polling import (
+    DurationEstimator,
+    PollingPolicy,
+    plan_polls,
+)
+
+from .helpers import Api, FakeClock, Script, record, reply
+
+CREATE = "/api/v1/jobs/createTask"
+RECORD = "/api/v1/jobs/recordInfo"
+BODY = {"model": "ideogram/v3-text-to-image", "input": {"prompt": "a red fox"}}
+
+
+# --- the fixed schedule --------------------------------------------------------------------------
+
+
+def test_fixed_schedule_follows_kie_advice() -> None:
+    policy = PollingPolicy(interval_scale=1.0)
+    schedule = policy.schedule(None, rng=random.Random(1))
+    for elapsed, low, high in ((0, 2, 3), (29, 2, 3), (30, 5, 10), (119, 5, 10), (120, 15, 30),
+                               (600, 15, 30)):  # fmt: skip
+        for _ in range(50):
+            gap = schedule.next_poll_at(elapsed) - elapsed
+            assert low <= gap <= high
+
+
+def test_interval_scale_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
+    schedule = PollingPolicy().schedule(None)
+    assert 0.2 <= schedule.next_poll_at(0.0) <= 0.3
+    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "fast")
+    with pytest.raises(ValueError, match="KIE_POLL_INTERVAL_SCALE"):
+        PollingPolicy().schedule(None)
+
+
+def test_explicit_scale_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.01")
+    assert PollingPolicy(interval_scale=2.0).scale == 2.0
+
+
+def test_policy_validation() -> None:
+    with pytest.raises(ValueError):
+        PollingPolicy(early_interval_s=(3.0, 2.0))
+    with pytest.raises(ValueError):
+        PollingPolicy(deadline_s=0)
+
+
+# --- the estimator and the learned plan ----------------------------------------------------------
+
+
+def test_estimator_needs_a_few_samples_then_learns_per_model() -> None:
+    estimator = DurationEstimator(min_samples=3)
+    estimator.record("a", 10.0)
+    estimator.record("a", 12.0)
+    assert estimator.estimate("a") is None
+    estimator.record("a", 14.0)
+    estimate = estimator.estimate("a")
+    assert estimate is not None
+    assert estimate.samples == 3
+    assert estimate.p50 == 12.0
+    # an unknown model falls back to every model's durations
+    fallback = estimator.estimate("b")
+    assert fallback is not None and fallback.p50 == 12.0
+
+
+def test_estimator_keeps_only_recent_history() -> None:
+    estimator = DurationEstimator(min_samples=1, history=4)
+    for seconds in (100.0, 100.0, 100.0, 100.0, 1.0, 1.0, 1.0, 1.0):
+        estimator.record("m", seconds)
+    estimate = estimator.estimate("m")
+    assert estimate is not None and estimate.durations == (1.0, 1.0, 1.0, 1.0)
+
+
+def test_estimator_ignores_nonsense() -> None:
+    estimator = DurationEstimator(min_samples=1)
+    for bad in (-1.0, math.nan, math.inf):
+        estimator.record("m", bad)
+    assert estimator.estimate("m") is None
+
+
+def test_estimator_is_thread_safe() -> None:
+    estimator = DurationEstimator(min_samples=1, history=10_000)
+
+    def worker() -> None:
+        for i in range(500):
+            estimator.record("m", float(i))
+            estimator.plan("m", PollingPolicy(interval_scale=1.0))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    estimate = estimator.estimate("m")
+    assert estimate is not None and estimate.samples == 2000
+
+
+def test_tight_durations_give_one_poll_at_the_expected_time() -> None:
+    plan = plan_polls([20.0] * 10, target_added_latency=0.08, poll_budget=3,
+                      quantiles=(0.25, 0.5), step_ratios=(0.1,))  # fmt: skip
+    assert plan is not None
+    assert plan.first_s == 20.0
+    assert plan.expected_polls == 1.0
+    assert plan.expected_added_latency == 0.0
+
+
+def test_learned_schedule_polls_first_near_completion_then_densely() -> None:
+    policy = PollingPolicy(interval_scale=1.0, jitter=0.0)
+    estimator = policy.new_estimator()
+    for seconds in (19.0, 20.0, 21.0, 22.0):
+        estimator.record("m", seconds)
+    schedule = policy.schedule_for(estimator, "m")
+    assert schedule.learned
+    first = schedule.next_poll_at(0.0)
+    assert 15.0 <= first <= 22.0
+    gap = schedule.next_poll_at(first) - first
+    assert gap <= 0.3 * first  # dense: a fraction of the elapsed time, not 2-3 s blindly
+    assert gap <= 3.0
+
+
+def simulate(draw: Callable[[random.Random], float], *, tasks: int = 400,
+             seed: int = 3) -> tuple[float, float]:  # fmt: skip
+    """Median polls per task and mean relative added latency of the learned schedule."""
+    rng = random.Random(seed)
+    policy = PollingPolicy(interval_scale=1.0)
+    estimator = policy.new_estimator()
+    polls: list[int] = []
+    added: list[float] = []
+    for index in range(tasks):
+        duration = draw(rng)
+        schedule = policy.schedule_for(estimator, "m", rng=rng)
+        elapsed, count = 0.0, 0
+        while elapsed < duration:
+            elapsed = schedule.next_poll_at(elapsed)
+            count += 1
+        estimator.record("m", duration)  # kie.ai's createTime -> completeTime
+        if index >= 20:  # after the first few tasks
+            polls.append(count)
+            added.append((elapsed - duration) / duration)
+    return statistics.median(polls), statistics.fmean(added)
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        pytest.param(lambda r: 20.0, id="fixed-20s"),
+        pytest.param(lambda r: r.uniform(18.0, 22.0), id="uniform-20s-10pc"),
+        pytest.param(lambda r: r.uniform(14.0, 26.0), id="uniform-20s-30pc"),
+        pytest.param(lambda r: 20.0 * math.exp(r.gauss(0.0, 0.15)), id="lognormal-0.15"),
+        pytest.param(lambda r: 20.0 * math.exp(r.gauss(0.0, 0.25)), id="lognormal-0.25"),
+        pytest.param(lambda r: 60.0 * math.exp(r.gauss(0.0, 0.25)), id="lognormal-60s"),
+    ],
+)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_learning_meets_the_polling_goals(
+    draw: Callable[[random.Random], float], seed: int
+) -> None:
+    """Goal: median <= 3 polls per task with <= 10 % added latency."""
+    median_polls, added = simulate(draw, seed=seed)
+    assert median_polls <= 3
+    assert added <= 0.10
+
+
+def test_wide_durations_keep_the_poll_budget() -> None:
+    """Too wide for both goals (30 % spread): the poll budget holds, latency stays close."""
+    median_polls, added = simulate(lambda r: 20.0 * math.exp(r.gauss(0.0, 0.3)))
+    assert median_polls <= 3
+    assert added <= 0.13
+
+
+def test_fixed_schedule_alone_needs_many_more_polls() -> None:
+    rng = random.Random(1)
+    schedule = PollingPolicy(interval_scale=1.0, learn=False).schedule(None, rng=rng)
+    elapsed, count = 0.0, 0
+    while elapsed < 20.0:
+        elapsed = schedule.next_poll_at(elapsed)
+        count += 1
+    assert count >= 7
+
+
+# --- wait() on a scripted kie.ai -----------------------------------------------------------------
+
+
+class Tasks:
+    """A scripted kie.ai whose tasks end ``duration`` seconds (fake clock) after creation."""
+
+    def __init__(self, script: Script, clock: FakeClock, duration: float = 20.0,
+                 state: str = "success") -> None:  # fmt: skip
+        self.clock = clock
+        self.duration = duration
+        self.final = state
+        self.created: dict[str, float] = {}
+        self.polls: dict[str, int] = {}
+        script.on("POST", CREATE, self.create)
+        script.on("GET", RECORD, self.info)
+
+    def create(self, request: httpx.Request) -> httpx.Response:
+        task_id = f"task_{len(self.created) + 1}"
+        self.created[task_id] = self.clock.now
+        return reply({"taskId": task_id})
+
+    def info(self, request: httpx.Request) -> httpx.Response:
+        task_id = request.url.params["taskId"]
+        self.polls[task_id] = self.polls.get(task_id, 0) + 1
+        start = self.created.get(task_id, self.clock.now - 1000.0)
+        age = self.clock.now - start
+        ms = int((self.clock.epoch + start) * 1000)
+        if age >= self.duration:
+            extra: dict[str, Any] = {"completeTime": ms + int(self.duration * 1000)}
+            if self.final == "fail":
+                extra.update(failCode="400", failMsg="content policy violation")
+            return reply(record(task_id, self.final, createTime=ms, **extra))
+        state = "waiting" if age < 0.2 * self.duration else "generating"
+        return reply(record(task_id, state, createTime=ms))
+
+
+def test_wait_polls_until_success_and_reports_state_changes(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    tasks = Tasks(script, clock, duration=20.0)
+    task_id = api.create_task(BODY)
+    seen: list[str] = []
+    result = api.wait(task_id, on_update=lambda rec: seen.append(rec.state))
+    assert result.succeeded
+    assert result.result_urls == ["https://cdn.example/a.png"]
+    assert seen[-1] == "success"
+    assert seen == sorted(set(seen), key=seen.index)  # one call per change
+    assert "generating" in seen
+    assert 20.0 <= clock.now - tasks.created[task_id] <= 23.0
+    assert api.client.polling_stats.tasks == 1
+
+
+def test_wait_learns_and_needs_one_poll_per_task_for_steady_durations(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    tasks = Tasks(script, clock, duration=20.0)
+    for _ in range(8):
+        task_id = api.create_task(BODY)
+        api.wait(task_id)
+    later = [tasks.polls[f"task_{i}"] for i in range(5, 9)]
+    assert later == [1, 1, 1, 1]
+    assert tasks.polls["task_1"] >= 7  # before learning: kie.ai's fixed advice
+    summary = api.client.polling_stats.summary()
+    assert summary["tasks"] == 8
+
+
+def test_failed_task_raises_generation_failed(api: Api, script: Script, clock: FakeClock) -> None:
+    Tasks(script, clock, duration=5.0, state="fail")
+    events: list[tuple[str, Any]] = []
+    api.client._core.on_event = lambda event, value: events.append((event, value))
+    task_id = api.create_task(BODY)
+    with pytest.raises(GenerationFailedError) as caught:
+        api.wait(task_id)
+    error = caught.value
+    assert error.task_id == task_id
+    assert error.fail_code == "400"
+    assert error.fail_msg == "content policy violation"
+    assert error.retryable is False  # a policy rejection fails again
+    assert [event for event, _ in events] == ["task_created", "task_finished"]
+
+
+def test_generate_creates_and_waits(api: Api, script: Script, clock: FakeClock) -> None:
+    Tasks(script, clock, duration=3.0)
+    assert api.generate(BODY).succeeded
+
+
+def test_deadline_raises_wait_timeout(api: Api, script: Script, clock: FakeClock) -> None:
+    Tasks(script, clock, duration=10_000.0)
+    task_id = api.create_task(BODY)
+    started = clock.now
+    with pytest.raises(WaitTimeoutError) as caught:
+        api.wait(task_id, timeout=60.0)
+    assert caught.value.retryable
+    assert caught.value.task_id == task_id
+    assert clock.now - started == pytest.approx(60.0, abs=0.5)
+
+
+def test_unknown_task_is_polled_at_once(api: Api, script: Script, clock: FakeClock) -> None:
+    Tasks(script, clock)
+    started = clock.now
+    assert api.wait("task_from_an_earlier_run").succeeded
+    assert clock.now == started
+
+
+def test_external_source_answers_without_polling_kie(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    tasks = Tasks(script, clock, duration=20.0)
+    task_id = api.create_task(BODY)
+    done_at = clock.now + 20.0
+
+    def external(tid: str) -> TaskRecord | None:
+        if clock.now < done_at:
+            return None
+        return TaskRecord.model_validate(record(tid, "success"))
+
+    assert api.wait(task_id, external=external).succeeded
+    assert tasks.polls.get(task_id, 0) == 0
+
+
+def test_external_source_makes_kie_polls_a_sparse_fallback(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    tasks = Tasks(script, clock, duration=100.0)
+    task_id = api.create_task(BODY)
+    checks: list[float] = []
+
+    def external(tid: str) -> None:
+        checks.append(clock.now)
+
+    assert api.wait(task_id, external=external).succeeded
+    assert len(checks) > tasks.polls[task_id]
+    assert tasks.polls[task_id] <= 4
+    first_poll_allowed = tasks.created[task_id] + 60.0
+    assert clock.now >= first_poll_allowed
+
+
+def test_broken_external_source_falls_back_to_polling(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    Tasks(script, clock, duration=5.0)
+    task_id = api.create_task(BODY)
+
+    def external(tid: str) -> None:
+        raise OSError("S3 is down")
+
+    assert api.wait(task_id, external=external).succeeded
+
+
+def test_submitted_at_places_the_schedule(api: Api, script: Script, clock: FakeClock) -> None:
+    tasks = Tasks(script, clock, duration=20.0)
+    tasks.created["task_old"] = clock.now - 19.0
+    for _ in range(4):  # learn 20 s durations
+        api.wait(api.create_task(BODY))
+    started = clock.now
+    api.wait("task_old", submitted_at=clock.time() - 19.0, model=BODY["model"])
+    assert clock.now - started <= 3.0
+    assert tasks.polls["task_old"] <= 2

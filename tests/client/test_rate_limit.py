@@ -1,0 +1,134 @@
+"""The client-side limiter, on a fake clock (no assertion ever depends on wall time)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import threading
+
+import pytest
+
+from dagster_kie.rate_limit import RateLimiter, RateLimits, SlidingWindow
+
+from .helpers import Api, FakeClock, Script, reply
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    """The most events inside any half-open interval [t, t + window)."""
+    ordered = sorted(times)
+    return max(bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered))
+
+
+def test_burst_of_1000_goes_out_at_exactly_the_allowed_pace() -> None:
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(20, 10.0, margin_s=0.0, clock=clock.monotonic)
+    sends = [clock.now + window.reserve() for _ in range(1000)]
+    assert sends == sorted(sends)
+    assert max_in_any_window(sends, 10.0) == 20
+    # exactly the allowed pace: the n-th batch of 20 leaves at n * 10 s
+    assert sends[19] == 0.0
+    assert sends[20] == 10.0
+    assert sends[-1] == pytest.approx(49 * 10.0)
+
+
+def test_margin_spaces_windows_a_little_more() -> None:
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(20, 10.0, margin_s=0.05, clock=clock.monotonic)
+    sends = [window.reserve() for _ in range(41)]
+    assert sends[20] == pytest.approx(10.05)
+    assert sends[40] == pytest.approx(20.10)
+
+
+def test_reservations_made_as_time_passes_respect_the_window() -> None:
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(5, 1.0, clock=clock.monotonic)
+    sends: list[float] = []
+    for step in range(200):
+        clock.now = step * 0.07  # callers arrive faster than allowed
+        sends.append(clock.now + window.reserve())
+    assert max_in_any_window(sends, 1.0) <= 5
+
+
+def test_queries_per_second_window() -> None:
+    clock = FakeClock(now=0.0)
+    limiter = RateLimiter(RateLimits(queries_per_second=10.0, margin_s=0.0), clock=clock.monotonic)
+    sends = [limiter.query.reserve() for _ in range(100)]
+    assert max_in_any_window(sends, 1.0) == 10
+    assert sends[-1] == pytest.approx(9.0)
+
+
+def test_fractional_query_rate() -> None:
+    limiter = RateLimiter(RateLimits(queries_per_second=2.5, margin_s=0.0),
+                          clock=FakeClock(now=0.0).monotonic)  # fmt: skip
+    assert (limiter.query.limit, limiter.query.window_s) == (2, pytest.approx(0.8))
+
+
+def test_pause_after_429_holds_back_new_reservations() -> None:
+    clock = FakeClock(now=0.0)
+    limiter = RateLimiter(RateLimits(margin_s=0.0, penalty_s=1.5), clock=clock.monotonic)
+    limiter.throttle("create", retry_after=3.0)
+    assert limiter.create.reserve() == pytest.approx(3.0)
+    limiter.throttle("query", retry_after=None)
+    assert limiter.query.reserve() == pytest.approx(1.5)
+
+
+def test_limiter_is_thread_safe() -> None:
+    clock = FakeClock(now=0.0)
+    lock = threading.Lock()
+    window = SlidingWindow(20, 10.0, clock=clock.monotonic)
+    sends: list[float] = []
+
+    def worker() -> None:
+        for _ in range(125):
+            delay = window.reserve()
+            with lock:
+                sends.append(delay)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(sends) == 1000
+    assert max_in_any_window(sends, 10.0) == 20
+
+
+def test_limiter_paces_asyncio_tasks() -> None:
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(3, 1.0, clock=clock.monotonic)
+
+    async def one() -> float:
+        delay = window.reserve()
+        await asyncio.sleep(0)  # the real client sleeps `delay`; here only order matters
+        return delay
+
+    async def many() -> list[float]:
+        return list(await asyncio.gather(*(one() for _ in range(12))))
+
+    delays = asyncio.run(many())
+    assert delays == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError):
+        RateLimits(create_per_window=0)
+    with pytest.raises(ValueError):
+        RateLimits(queries_per_second=0)
+
+
+def test_client_paces_create_task_calls(make_api: object, script: Script, clock: FakeClock) -> None:
+    """Every createTask of a client goes through its create window (fake clock)."""
+    api: Api = make_api(rate_limits=RateLimits(create_per_window=4, create_window_s=2.0,  # type: ignore[operator]
+                                               margin_s=0.0))  # fmt: skip
+    sent_at: list[float] = []
+
+    def create(request: object) -> object:
+        sent_at.append(clock.now)
+        return reply({"taskId": f"task_{len(sent_at)}"})
+
+    script.on("POST", "/api/v1/jobs/createTask", create)  # type: ignore[arg-type]
+    body = {"model": "ideogram/v3-text-to-image", "input": {"prompt": "a fox"}}
+    for _ in range(20):
+        api.create_task(body)
+    assert max_in_any_window(sent_at, 2.0) == 4
+    assert sent_at[-1] - sent_at[0] == pytest.approx(8.0)
