@@ -8,7 +8,7 @@
 | ``KIE_CALLBACK_URL`` | public URL of the callback receiver | unset: poll |
 | ``KIE_PROMPTS_DIR`` | folder the prompt sensor watches | ``./prompts`` |
 | ``KIE_S3_BUCKET`` / ``KIE_S3_PREFIX`` | where images go | ``kie-demo`` / ``kie`` |
-| ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` | boto3's own settings | boto3's |
+| ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ... | boto3's own settings | boto3's |
 """
 
 from __future__ import annotations
