@@ -531,23 +531,26 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
             **options,
         )
 
-    def prompt_source(self, context: dg.ComponentLoadContext, s3: Any) -> PromptSource:
+    def prompt_source(self, base_dir: Path | str, s3: Any = None) -> PromptSource:
         """The source the sensor watches and the assets read, with model and defaults applied.
 
         Args:
-            context: The load context (a relative ``prompts_dir`` is relative to its folder).
-            s3: The ``S3Resource`` used for an S3 prefix of prompt files.
+            base_dir: The folder a relative ``prompts_dir`` is relative to (the component's
+                folder when loaded from ``defs.yaml``).
+            s3: The ``S3Resource`` reading an S3 prefix of prompt files; one configured from
+                the environment when omitted.
 
         Returns:
             The prompt source.
         """
         source: PromptSource
         if self.prompts_s3 is not None:
+            s3 = s3 if s3 is not None else self._s3_resource()
             source = S3PromptSource(s3.get_client, self.prompts_s3.bucket, self.prompts_s3.prefix)
         else:
             folder = Path(str(self.prompts_dir))
             if not folder.is_absolute():
-                folder = Path(context.path) / folder
+                folder = Path(base_dir) / folder
             source = LocalPromptSource(str(folder))
         if self.default_model == TEXT_TO_IMAGE and not self.defaults:
             return source
@@ -568,7 +571,7 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
 
         base = _name_part(self.asset_key_prefix)
         s3 = self._s3_resource()
-        source = self.prompt_source(context, s3)
+        source = self.prompt_source(context.path, s3)
         kie_assets = build_kie_assets(
             source=source,
             bucket=self.bucket,
