@@ -184,7 +184,8 @@ class CallbackHandler:
         if not self._adoptable(entry, record):
             raise _reject("unknown task", 404)
         try:
-            await run_in_threadpool(self.ledger.record_submitted, request_id, entry.model, task_id)
+            model = entry.model or record.model or ""
+            await run_in_threadpool(self.ledger.record_submitted, request_id, model, task_id)
         except Exception:
             # Someone (the run, or a repeat of this callback) may have recorded it meanwhile.
             entry = await run_in_threadpool(self.ledger.get, request_id)
@@ -194,7 +195,7 @@ class CallbackHandler:
 
     @staticmethod
     def _adoptable(entry: LedgerEntryLike, record: TaskRecord) -> bool:
-        if entry.task_id is not None or entry.state != "submitting":
+        if entry.task_id or entry.state != "submitting":
             return False
         # The callback must be for the model the request was sent to, when it says so.
         return record.model is None or not entry.model or record.model == entry.model

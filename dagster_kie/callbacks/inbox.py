@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..models import TaskRecord
+from ..storage import is_not_found
 from .errors import InvalidTaskId
 
 if TYPE_CHECKING:
@@ -45,15 +46,6 @@ def validate_task_id(task_id: object) -> str:
     if not isinstance(task_id, str) or not _TASK_ID.match(task_id) or not task_id.strip("."):
         raise InvalidTaskId("a task id is 1-128 characters of [A-Za-z0-9._-]")
     return task_id
-
-
-def _is_missing(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, Mapping):
-        return False
-    error = response.get("Error") or {}
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return error.get("Code") in ("NoSuchKey", "404", "NotFound") or status == 404
 
 
 class CallbackInbox:
@@ -132,7 +124,7 @@ class CallbackInbox:
         try:
             reply = self.client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _is_missing(exc):
+            if is_not_found(exc):
                 return None
             raise
         payload = json.loads(reply["Body"].read())
