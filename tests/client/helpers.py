@@ -34,8 +34,14 @@ def envelope(
     return {"code": code, "msg": msg, "data": data, **extra}
 
 
-def reply(data: Any = None, code: int = 200, msg: str = "success", *, status: int = 200,
-          headers: dict[str, str] | None = None) -> httpx.Response:  # fmt: skip
+def reply(
+    data: Any = None,
+    code: int = 200,
+    msg: str = "success",
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """An HTTP reply carrying kie.ai's envelope."""
     return httpx.Response(status, json=envelope(data, code, msg), headers=headers)
 
@@ -87,8 +93,15 @@ class Api:
     Tests parametrized over :data:`MODES` run the same body against both clients.
     """
 
-    def __init__(self, mode: str, api_key: str = API_KEY, *, clock: FakeClock | None = None,
-                 resolve: dict[str, list[str]] | None = None, **options: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        mode: str,
+        api_key: str = API_KEY,
+        *,
+        clock: FakeClock | None = None,
+        resolve: dict[str, list[str]] | None = None,
+        **options: Any,
+    ) -> None:
         self.mode = mode
         self.loop: asyncio.AbstractEventLoop | None = None
         self.client: KieClient | AsyncKieClient

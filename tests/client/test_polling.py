@@ -33,8 +33,14 @@ BODY = {"model": "ideogram/v3-text-to-image", "input": {"prompt": "a red fox"}}
 def test_fixed_schedule_follows_kie_advice() -> None:
     policy = PollingPolicy(interval_scale=1.0)
     schedule = policy.schedule(None, rng=random.Random(1))
-    for elapsed, low, high in ((0, 2, 3), (29, 2, 3), (30, 5, 10), (119, 5, 10), (120, 15, 30),
-                               (600, 15, 30)):  # fmt: skip
+    for elapsed, low, high in (
+        (0, 2, 3),
+        (29, 2, 3),
+        (30, 5, 10),
+        (119, 5, 10),
+        (120, 15, 30),
+        (600, 15, 30),
+    ):
         for _ in range(50):
             gap = schedule.next_poll_at(elapsed) - elapsed
             assert low <= gap <= high
@@ -112,8 +118,13 @@ def test_estimator_is_thread_safe() -> None:
 
 
 def test_tight_durations_give_one_poll_at_the_expected_time() -> None:
-    plan = plan_polls([20.0] * 10, target_added_latency=0.08, poll_budget=3,
-                      quantiles=(0.25, 0.5), step_ratios=(0.1,))  # fmt: skip
+    plan = plan_polls(
+        [20.0] * 10,
+        target_added_latency=0.08,
+        poll_budget=3,
+        quantiles=(0.25, 0.5),
+        step_ratios=(0.1,),
+    )
     assert plan is not None
     assert plan.first_s == 20.0
     assert plan.expected_polls == 1.0
@@ -134,8 +145,9 @@ def test_learned_schedule_polls_first_near_completion_then_densely() -> None:
     assert gap <= 3.0
 
 
-def simulate(draw: Callable[[random.Random], float], *, tasks: int = 400,
-             seed: int = 3) -> tuple[float, float]:  # fmt: skip
+def simulate(
+    draw: Callable[[random.Random], float], *, tasks: int = 400, seed: int = 3
+) -> tuple[float, float]:
     """Median polls per task and mean relative added latency of the learned schedule."""
     rng = random.Random(seed)
     policy = PollingPolicy(interval_scale=1.0)
@@ -200,8 +212,9 @@ def test_fixed_schedule_alone_needs_many_more_polls() -> None:
 class Tasks:
     """A scripted kie.ai whose tasks end ``duration`` seconds (fake clock) after creation."""
 
-    def __init__(self, script: Script, clock: FakeClock, duration: float = 20.0,
-                 state: str = "success") -> None:  # fmt: skip
+    def __init__(
+        self, script: Script, clock: FakeClock, duration: float = 20.0, state: str = "success"
+    ) -> None:
         self.clock = clock
         self.duration = duration
         self.final = state

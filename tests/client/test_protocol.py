@@ -39,8 +39,13 @@ from dagster_kie.errors import (
 )
 
 
-def response(status: int = 200, *, json: Any = None, text: str | None = None,
-             headers: dict[str, str] | None = None) -> httpx.Response:  # fmt: skip
+def response(
+    status: int = 200,
+    *,
+    json: Any = None,
+    text: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     if text is not None:
         return httpx.Response(status, text=text, headers=headers)
     return httpx.Response(status, json=json, headers=headers)
@@ -170,9 +175,18 @@ def test_messages_pass_through_redact() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("3", 3.0), ("1.5", 1.5), (" 10 ", 10.0), ("-4", 0.0), ("100000", 300.0), ("soon", None),
-     ("", None), (None, None), ("nan", None)],
-)  # fmt: skip
+    [
+        ("3", 3.0),
+        ("1.5", 1.5),
+        (" 10 ", 10.0),
+        ("-4", 0.0),
+        ("100000", 300.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("nan", None),
+    ],
+)
 def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value) == expected
 
@@ -303,8 +317,9 @@ def test_not_yet_recorded_task_is_retried_briefly_then_not_found() -> None:
     attempt, calls = failing(errors)
     settings = RetrySettings(max_retries=5, not_found_retries=3, not_found_initial_s=0.5)
     with pytest.raises(NotFoundError):
-        drive(retrying(attempt, settings=settings, idempotent=True, what="poll",
-                       retry_not_found=True))  # fmt: skip
+        drive(
+            retrying(attempt, settings=settings, idempotent=True, what="poll", retry_not_found=True)
+        )
     assert calls["n"] == 4
     attempt, calls = failing([NotFoundError("recordInfo is null", code=422)])
     _, sleeps = drive(

@@ -58,8 +58,9 @@ def test_queries_per_second_window() -> None:
 
 
 def test_fractional_query_rate() -> None:
-    limiter = RateLimiter(RateLimits(queries_per_second=2.5, margin_s=0.0),
-                          clock=FakeClock(now=0.0).monotonic)  # fmt: skip
+    limiter = RateLimiter(
+        RateLimits(queries_per_second=2.5, margin_s=0.0), clock=FakeClock(now=0.0).monotonic
+    )
     assert (limiter.query.limit, limiter.query.window_s) == (2, pytest.approx(0.8))
 
 
@@ -118,8 +119,13 @@ def test_limits_are_validated() -> None:
 
 def test_client_paces_create_task_calls(make_api: object, script: Script, clock: FakeClock) -> None:
     """Every createTask of a client goes through its create window (fake clock)."""
-    api: Api = make_api(rate_limits=RateLimits(create_per_window=4, create_window_s=2.0,  # type: ignore[operator]
-                                               margin_s=0.0))  # fmt: skip
+    api: Api = make_api(
+        rate_limits=RateLimits(
+            create_per_window=4,
+            create_window_s=2.0,  # type: ignore[operator]
+            margin_s=0.0,
+        )
+    )
     sent_at: list[float] = []
 
     def create(request: object) -> object:

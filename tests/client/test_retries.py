@@ -85,8 +85,9 @@ def test_create_task_not_retried_after_500_or_malformed(
 
 
 def test_create_task_retried_after_connection_refused(api: Api, script: Script) -> None:
-    script.on("POST", CREATE, httpx.ConnectError("refused"), httpx.ConnectError("refused"),
-              OK_CREATE)  # fmt: skip
+    script.on(
+        "POST", CREATE, httpx.ConnectError("refused"), httpx.ConnectError("refused"), OK_CREATE
+    )
     assert api.create_task(BODY) == "task_1"
     assert script.count("POST", CREATE) == 3
 
@@ -186,8 +187,13 @@ def test_get_task_not_found_after_a_few_tries(api: Api, script: Script) -> None:
 def test_each_retry_is_logged_with_its_reason(
     api: Api, script: Script, caplog: pytest.LogCaptureFixture
 ) -> None:
-    script.on("GET", RECORD, reply(code=500, msg="db down", status=500),
-              reply(code=455, msg="maintenance"), reply(record()))  # fmt: skip
+    script.on(
+        "GET",
+        RECORD,
+        reply(code=500, msg="db down", status=500),
+        reply(code=455, msg="maintenance"),
+        reply(record()),
+    )
     with caplog.at_level(logging.INFO, logger="dagster_kie"):
         api.get_task("task_1")
     lines = [r.getMessage() for r in caplog.records if r.name == "dagster_kie"]
