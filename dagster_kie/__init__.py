@@ -37,7 +37,30 @@ _EXPORTS: dict[str, str] = {
     "build_batch_schedule": "dagster_kie.schedules",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "AsyncKieClient",
+    "BatchRunner",
+    "DownloadPolicy",
+    "ImageStore",
+    "KieAssets",
+    "KieClient",
+    "KieError",
+    "KieResource",
+    "LocalPromptSource",
+    "PollingPolicy",
+    "RateLimits",
+    "RemixImageRequest",
+    "S3PromptSource",
+    "TaskLedger",
+    "TaskRecord",
+    "__version__",
+    "build_batch_schedule",
+    "build_kie_assets",
+    "build_prompt_sensor",
+    "build_retry_sensor",
+    "parse_prompt_file",
+    "parse_request",
+]
 
 if TYPE_CHECKING:
     from dagster_kie.assets import KieAssets, build_kie_assets

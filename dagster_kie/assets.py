@@ -21,7 +21,6 @@ waiting on all of them concurrently inside the run (one run per prompt could not
 API on two cores). Per-request lineage lives in the manifests and in the metadata.
 """
 
-
 import asyncio
 import hashlib
 import json
@@ -125,7 +124,7 @@ def build_kie_assets(
             "Invalid records are reported (file, line, field) and never submitted."
         ),
     )
-    def generation_requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def generation_requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
         partition = context.partition_key
         try:
             batch = parse_prompt_file(partition, source.read(partition))
@@ -140,7 +139,11 @@ def build_kie_assets(
             context.log.warning(f"invalid record, not submitted: {invalid}")
         _, _, s3 = stores(context.op_execution_context)
         snapshot = [
-            {"request_id": item.request_id, "line": item.line, "body": item.request.model_dump(mode="json", exclude_none=True)}
+            {
+                "request_id": item.request_id,
+                "line": item.line,
+                "body": item.request.model_dump(mode="json", exclude_none=True),
+            }
             for item in batch.parsed
         ]
         s3.put_object(
@@ -174,14 +177,17 @@ def build_kie_assets(
                 "(request, task id, seed, credits, sha256, dimensions, source URL).",
             ),
         ],
-        check_specs=[dg.AssetCheckSpec(name, asset=images_key, description=text) for name, text in IMAGE_CHECKS.items()],
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=images_key, description=text)
+            for name, text in IMAGE_CHECKS.items()
+        ],
         can_subset=True,
         pool=pool,
         retry_policy=RETRY_POLICY,
         required_resource_keys=resource_keys,
         name=f"{'_'.join(key_prefix)}_generate" if key_prefix else "kie_generate",
     )
-    def generate(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+    def generate(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult[None]]:
         partition = context.partition_key
         op_context = context.op_execution_context
         store, ledger, s3 = stores(op_context)

@@ -37,7 +37,7 @@ from dagster_kie.callbacks import CallbackInbox, callback_url_for
 from dagster_kie.client import AsyncKieClient
 from dagster_kie.errors import GenerationFailedError, KieError, TransportError
 from dagster_kie.ledger import LedgerEntry, TaskLedger
-from dagster_kie.models import TaskRecord
+from dagster_kie.models import TaskRecord, image_sources, with_image_sources
 from dagster_kie.prompts import ParsedRequest
 from dagster_kie.storage import ImageStore, parse_s3_uri
 
@@ -206,7 +206,8 @@ class BatchRunner:
             self._io.shutdown(wait=False)
         report = BatchReport(outcomes=list(outcomes), elapsed_seconds=time.monotonic() - started)
         self._on_progress(
-            f"kie batch done in {report.elapsed_seconds:.1f}s: {report.tasks_created} tasks created, "
+            f"kie batch done in {report.elapsed_seconds:.1f}s: "
+            f"{report.tasks_created} tasks created, "
             f"{report.count('stored')} stored, {report.count('already_stored')} already stored, "
             f"{len(report.failures)} failed"
         )
@@ -252,9 +253,7 @@ class BatchRunner:
         submit_only: bool,
     ) -> None:
         request = item.request
-        manifests = await self._io_call(
-            self._store.find_manifests, request.model, item.request_id
-        )
+        manifests = await self._io_call(self._store.find_manifests, request.model, item.request_id)
         complete = [m for m in manifests if len(m.get("images", [])) >= request.num_images]
         if complete:
             outcome.status = "already_stored"
@@ -341,16 +340,10 @@ class BatchRunner:
 
     async def _resolve_inputs(self, request: Any) -> Any:
         """Upload local paths and ``s3://`` objects named as input images; keep URLs as they are."""
-        inputs = request.input
-        if request.model == "ideogram/v3-reframe":
-            url = await self._upload_if_needed(inputs.image_url)
-            return request.model_copy(update={"input": inputs.model_copy(update={"image_url": url})})
-        if request.model == "ideogram/character":
-            urls = [await self._upload_if_needed(source) for source in inputs.reference_image_urls]
-            return request.model_copy(
-                update={"input": inputs.model_copy(update={"reference_image_urls": urls})}
-            )
-        return request
+        resolved = {
+            source: await self._upload_if_needed(source) for source in image_sources(request)
+        }
+        return with_image_sources(request, resolved)
 
     async def _upload_if_needed(self, source: str) -> str:
         if source.startswith(("http://", "https://")):
@@ -368,7 +361,9 @@ class BatchRunner:
             return uploaded.url
         path = Path(source).expanduser()
         if not path.is_file():
-            raise ValueError(f"input image {source!r} is not a URL, an s3:// URI or an existing file")
+            raise ValueError(
+                f"input image {source!r} is not a URL, an s3:// URI or an existing file"
+            )
         return (await self._client.upload_file(path)).url
 
     async def _store_results(
@@ -390,7 +385,9 @@ class BatchRunner:
         )
         outcome.status = "stored"
 
-    async def _store_one(self, item: ParsedRequest, task_id: str, index: int, url: str) -> StoredImage:
+    async def _store_one(
+        self, item: ParsedRequest, task_id: str, index: int, url: str
+    ) -> StoredImage:
         async with self._downloads:
             with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
                 async with self._client.stream_download(url) as download:
@@ -433,7 +430,8 @@ def _decoded_size(stream: IO[bytes]) -> tuple[int, int]:
     """Fully decode the image (a truncated or corrupt file raises) and return its size."""
     with Image.open(stream) as image:
         image.load()
-        return image.size
+        width, height = image.size
+        return int(width), int(height)
 
 
 def _expected_size(image_size: str) -> tuple[int, int] | None:

@@ -64,13 +64,28 @@ class _Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dagster-kie")
 @click.option("--api-key", envvar="KIE_API_KEY", show_envvar=True, help="kie.ai API key.")
-@click.option("--base-url", envvar="KIE_BASE_URL", show_envvar=True,
-              default="https://api.kie.ai", show_default=True, help="Jobs API base URL.")
-@click.option("--upload-base-url", envvar="KIE_UPLOAD_BASE_URL", show_envvar=True,
-              default="https://kieai.redpandaai.co", show_default=True,
-              help="File-upload API base URL.")
-@click.option("--allow-private-downloads", is_flag=True, envvar="KIE_ALLOW_PRIVATE_DOWNLOADS",
-              help="Allow result downloads from loopback/private addresses (local emulator).")
+@click.option(
+    "--base-url",
+    envvar="KIE_BASE_URL",
+    show_envvar=True,
+    default="https://api.kie.ai",
+    show_default=True,
+    help="Jobs API base URL.",
+)
+@click.option(
+    "--upload-base-url",
+    envvar="KIE_UPLOAD_BASE_URL",
+    show_envvar=True,
+    default="https://kieai.redpandaai.co",
+    show_default=True,
+    help="File-upload API base URL.",
+)
+@click.option(
+    "--allow-private-downloads",
+    is_flag=True,
+    envvar="KIE_ALLOW_PRIVATE_DOWNLOADS",
+    help="Allow result downloads from loopback/private addresses (local emulator).",
+)
 @click.pass_context
 def cli(ctx: click.Context, api_key: str | None, base_url: str, upload_base_url: str,
         allow_private_downloads: bool) -> None:  # fmt: skip
@@ -102,16 +117,28 @@ def emulator(args: Sequence[str]) -> None:
 @click.option("--image-size", type=click.Choice(IMAGE_SIZES))
 @click.option("--num-images", type=click.IntRange(1, 4))
 @click.option("--rendering-speed", type=click.Choice(["TURBO", "BALANCED", "QUALITY"]))
-@click.option("--style", help="AUTO, GENERAL, REALISTIC, DESIGN (character: AUTO, REALISTIC, FICTION)")
+@click.option(
+    "--style", help="AUTO, GENERAL, REALISTIC, DESIGN (character: AUTO, REALISTIC, FICTION)"
+)
 @click.option("--seed", type=int)
 @click.option("--negative-prompt")
-@click.option("--image", "images", multiple=True,
-              help="Input image (URL or local file): reframe's image_url, character's references.")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    help="Input image (URL or local file): reframe's image_url, character's references.",
+)
 @click.option("--input", "input_json", help="Extra input fields as a JSON object.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder for the images.")
-@click.option("--timeout", type=float, default=900.0, show_default=True,
-              help="Seconds to wait for the task.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the images.",
+)
+@click.option(
+    "--timeout", type=float, default=900.0, show_default=True, help="Seconds to wait for the task."
+)
 @click.pass_obj
 def generate(settings: _Settings, prompt: str | None, model: str, image_size: str | None,
              num_images: int | None, rendering_speed: str | None, style: str | None,
@@ -160,28 +187,25 @@ def _with_images(model: str, fields: dict[str, Any], images: tuple[str, ...]) ->
 
 
 def _upload_local_images(client: Any, request: Any) -> Any:
-    inputs = request.input
-    def upload(source: str) -> str:
-        if source.startswith(("http://", "https://")):
-            return source
-        click.echo(f"uploading {source} ...", err=True)
-        return str(client.upload_file(Path(source)).url)
-    if request.model == "ideogram/v3-reframe":
-        return request.model_copy(update={"input": inputs.model_copy(
-            update={"image_url": upload(inputs.image_url)})})  # fmt: skip
-    if request.model == "ideogram/character":
-        return request.model_copy(update={"input": inputs.model_copy(
-            update={"reference_image_urls": [upload(s) for s in inputs.reference_image_urls]})})  # fmt: skip
-    return request
+    from dagster_kie.models import image_sources, with_image_sources
+
+    resolved = {}
+    for source in image_sources(request):
+        if not source.startswith(("http://", "https://")):
+            click.echo(f"uploading {source} ...", err=True)
+            resolved[source] = str(client.upload_file(Path(source)).url)
+    return with_image_sources(request, resolved)
 
 
 def _save(client: Any, url: str, target: Path) -> None:
-    with client.stream_download(url) as download, target.open("wb") as sink:
-        with click.progressbar(length=download.content_length or 0, label=target.name,
-                               file=sys.stderr) as bar:  # fmt: skip
-            for chunk in download.iter_bytes():
-                sink.write(chunk)
-                bar.update(len(chunk))
+    with (
+        client.stream_download(url) as download,
+        target.open("wb") as sink,
+        click.progressbar(length=0, label=target.name, file=sys.stderr) as bar,
+    ):
+        for chunk in download.iter_bytes():
+            sink.write(chunk)
+            bar.update(len(chunk))
 
 
 def _explain(error: ValidationError) -> str:
@@ -229,8 +253,13 @@ def task(settings: _Settings, task_id: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
-@click.option("--credits-per-image", type=float, default=1.6, show_default=True,
-              help="Price used for the estimate.")
+@click.option(
+    "--credits-per-image",
+    type=float,
+    default=1.6,
+    show_default=True,
+    help="Price used for the estimate.",
+)
 def validate(files: tuple[Path, ...], credits_per_image: float) -> None:
     """Check prompt files without spending anything (a dry run of a batch).
 

@@ -53,8 +53,10 @@ __all__ = [
     "TextToImageRequest",
     "UploadedFile",
     "canonical_json",
+    "image_sources",
     "parse_request",
     "request_id_for",
+    "with_image_sources",
 ]
 
 TEXT_TO_IMAGE = "ideogram/v3-text-to-image"
@@ -209,8 +211,8 @@ KieRequest = Annotated[
 ]
 """Any createTask request this package speaks, chosen by its ``model`` field."""
 
-_REQUEST_ADAPTER: TypeAdapter[TextToImageRequest | ReframeRequest | CharacterRequest] = (
-    TypeAdapter(KieRequest)
+_REQUEST_ADAPTER: TypeAdapter[TextToImageRequest | ReframeRequest | CharacterRequest] = TypeAdapter(
+    KieRequest
 )
 
 
@@ -442,3 +444,28 @@ class RemixResult(BaseModel):
     def image_urls(self) -> list[str]:
         """URLs of the safe images (Ideogram leaves ``url`` out of an unsafe one)."""
         return [image.url for image in self.images if image.url]
+
+
+def image_sources(request: TextToImageRequest | ReframeRequest | CharacterRequest) -> list[str]:
+    """The input images a request names (URLs, local paths or ``s3://`` URIs), in order."""
+    if isinstance(request, ReframeRequest):
+        return [request.input.image_url]
+    if isinstance(request, CharacterRequest):
+        return list(request.input.reference_image_urls)
+    return []
+
+
+def with_image_sources(
+    request: TextToImageRequest | ReframeRequest | CharacterRequest,
+    resolved: dict[str, str],
+) -> TextToImageRequest | ReframeRequest | CharacterRequest:
+    """A copy of ``request`` whose input images are replaced through ``resolved`` (old → new)."""
+    if isinstance(request, ReframeRequest):
+        update: dict[str, Any] = {"image_url": resolved.get(request.input.image_url)}
+    elif isinstance(request, CharacterRequest):
+        urls = request.input.reference_image_urls
+        update = {"reference_image_urls": [resolved.get(url, url) for url in urls]}
+    else:
+        return request
+    update = {key: value for key, value in update.items() if value is not None}
+    return request.model_copy(update={"input": request.input.model_copy(update=update)})

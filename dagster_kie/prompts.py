@@ -102,9 +102,7 @@ def record_to_body(record: Any) -> dict[str, Any]:
     if isinstance(record, str):
         return {"model": TEXT_TO_IMAGE, "input": {"prompt": record}}
     if not isinstance(record, dict):
-        raise ValueError(
-            f"a record must be a JSON object or a string, not {type(record).__name__}"
-        )
+        raise ValueError(f"a record must be a JSON object or a string, not {type(record).__name__}")
     if "input" in record or "model" in record:
         body = {key: value for key, value in record.items() if key != "callBackUrl"}
         body.setdefault("model", TEXT_TO_IMAGE)
@@ -188,7 +186,7 @@ def parse_prompt_file(file: str, content: bytes) -> PromptBatch:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PromptFileError(
-            file, f"not UTF-8 text (byte {exc.start}: {content[exc.start:exc.start + 1]!r})"
+            file, f"not UTF-8 text (byte {exc.start}: {content[exc.start : exc.start + 1]!r})"
         ) from None
     records = _records(file, text)
     if not records:

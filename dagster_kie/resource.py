@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import dagster as dg
+from dagster_shared.libraries import DagsterLibraryRegistry
 from pydantic import Field
 
 from dagster_kie import __version__
@@ -97,9 +98,7 @@ class KieResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 queries_per_second=self.queries_per_second,
             ),
             "polling": PollingPolicy(deadline_s=self.wait_timeout_seconds),
-            "download_policy": DownloadPolicy(
-                allow_private_addresses=self.allow_private_downloads
-            ),
+            "download_policy": DownloadPolicy(allow_private_addresses=self.allow_private_downloads),
         }
 
     def build_client(self) -> KieClient:
@@ -143,11 +142,13 @@ def _attach_usage(
 ) -> None:
     if context is None or not tracker.has_usage:
         return
-    op_context = context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    op_context = (
+        context.op_execution_context if isinstance(context, dg.AssetExecutionContext) else context
+    )
     if len(op_context.selected_output_names) == 1:
         op_context.add_output_metadata(tracker.metadata())
     else:
         op_context.log.info(f"kie.ai usage: {tracker.summary()}")
 
 
-dg.DagsterLibraryRegistry.register("dagster-kie", __version__, is_dagster_package=False)
+DagsterLibraryRegistry.register("dagster-kie", __version__, is_dagster_package=False)

@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run_ui(env: dict[str, str], port: int) -> int:
     process = subprocess.Popen(
         _dagster("dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)),
-        env=env, cwd=ROOT, start_new_session=True,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     print(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C to stop)")

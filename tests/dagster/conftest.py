@@ -81,7 +81,9 @@ class Project:
         path.write_text(text, encoding="utf-8")
         return name
 
-    def materialize(self, partition: str, *, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    def materialize(
+        self, partition: str, *, raise_on_error: bool = True
+    ) -> dg.ExecuteInProcessResult:
         if partition not in self.instance.get_dynamic_partitions("kie_prompt_files"):
             self.instance.add_dynamic_partitions("kie_prompt_files", [partition])
         return dg.materialize(

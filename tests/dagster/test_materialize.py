@@ -16,7 +16,10 @@ SAMPLE = "\n".join(
     for record in [
         {"id": "fox", "prompt": "a red fox", "image_size": "square", "seed": 1},
         {"prompt": "a lighthouse", "image_size": "landscape_16_9", "num_images": "2", "seed": 2},
-        {"model": "ideogram/v3-text-to-image", "input": {"prompt": "a poster", "image_size": "portrait_4_3"}},
+        {
+            "model": "ideogram/v3-text-to-image",
+            "input": {"prompt": "a poster", "image_size": "portrait_4_3"},
+        },
     ]
 )
 
@@ -64,7 +67,10 @@ def test_materialize_stores_every_image_with_manifest(project: Any, s3_bucket: A
 
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} == {
-        "images_decode", "dimensions_match", "counts_match", "manifests_present"
+        "images_decode",
+        "dimensions_match",
+        "counts_match",
+        "manifests_present",
     }
     assert all(c.passed for c in checks)
     images_event = materialization(result, "generated_images")
