@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.hmac_key_env is not None:
         if not _ENV_NAME.match(args.hmac_key_env):
             parser.error("--hmac-key-env takes the NAME of an environment variable, not the key")
-        hmac_key = env.get(args.hmac_key_env) or None
+        hmac_key = (env.get(args.hmac_key_env) or "").strip() or None
         if hmac_key is None:
             parser.error(f"environment variable {args.hmac_key_env} is not set or empty")
     logging.basicConfig(

@@ -355,3 +355,28 @@ def test_logs_decisions_without_secrets(
     assert KEY not in text
     assert headers["X-Webhook-Signature"] not in text
     assert KEY not in repr(receiver.app.state.handler)
+
+
+def test_with_the_real_task_ledger(moto_s3: tuple[Any, str]) -> None:
+    """The receiver against ``dagster_kie.ledger.TaskLedger`` (on moto), not the fake."""
+    from dagster_kie.ledger import TaskLedger
+
+    client, bucket = moto_s3
+    ledger = TaskLedger(client, bucket, prefix="kie")
+    inbox = CallbackInbox(client, bucket)
+    app = create_app(inbox=inbox, ledger=ledger, hmac_key=KEY, clock=lambda: NOW)
+    url = callback_url_for("http://testserver/kie/callback", RID)
+    with TestClient(app) as http:
+        ledger.record_intent(RID, "ideogram/v3-text-to-image")
+        reply = http.post(url, content=json.dumps(callback_body(TASK)), headers=signed(TASK))
+        assert reply.status_code == 200, reply.text
+        entry = ledger.get(RID)
+        assert entry is not None and (entry.state, entry.task_id) == ("submitted", TASK)
+        # A second task for the same request is not this request's task.
+        other = "task_ideogram_other"
+        reply = http.post(url, content=json.dumps(callback_body(other)), headers=signed(other))
+        assert reply.status_code == 404
+        ledger.record_succeeded(RID, ["https://files.example/x.png"])
+        reply = http.post(url, content=json.dumps(callback_body(TASK)), headers=signed(TASK))
+        assert reply.status_code == 200  # a repeat after the run finished
+    assert inbox.refresh() == {TASK}
