@@ -7,7 +7,7 @@ Run: ``python -m bench.contender_client <config.json>``
 (see :class:`bench.workload.ContenderConfig`).
 """
 
-from __future__ import annotations  # noqa: I001 (until storage and ledger land)
+from __future__ import annotations
 
 import asyncio
 import sys
