@@ -188,6 +188,7 @@ class LocalS3Server:
         self._process: ServerProcess | None = None
         self._ports: LocalS3Ports | None = None
         self._temp_dirs: list[str] = []
+        self._own_client: S3Client | None = None
         self.start_seconds: float | None = None
         """Seconds from launch until the S3 API answered (buckets and warm-up excluded)."""
         self.warm_up_seconds: float | None = None
@@ -269,6 +270,12 @@ class LocalS3Server:
         """
         return _client(self.endpoint_url, self.access_key_id, self.secret_access_key, **config)
 
+    def _client(self) -> S3Client:
+        """The server's own client (bucket creation, warm-up), made once per start."""
+        if self._own_client is None:
+            self._own_client = self.client()
+        return self._own_client
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> LocalS3Server:
@@ -322,6 +329,7 @@ class LocalS3Server:
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            "-volume.preStopSeconds=0",
             f"-s3.port={ports.s3}",
             f"-s3.port.grpc={ports.s3 + _GRPC_OFFSET}",
             f"-master.port={ports.master}",
@@ -385,7 +393,7 @@ class LocalS3Server:
         Args:
             name: The bucket name.
         """
-        client = self.client()
+        client = self._client()
         try:
             client.create_bucket(Bucket=name)
         except client.exceptions.BucketAlreadyOwnedByYou:
@@ -394,7 +402,7 @@ class LocalS3Server:
             pass
 
     def _warm_up_write(self) -> None:
-        client = self.client()
+        client = self._client()
         bucket = self.buckets[0] if self.buckets else _WARM_UP_BUCKET
         if not self.buckets:
             self.create_bucket(bucket)
@@ -409,6 +417,7 @@ class LocalS3Server:
         """Stop the server by its PID (SIGTERM, then SIGKILL) and remove temporary folders."""
         if self._process is not None:
             self._process.stop()
+        self._own_client = None
         for path in self._temp_dirs:
             shutil.rmtree(path, ignore_errors=True)
         self._temp_dirs.clear()

