@@ -23,6 +23,7 @@ example prompt file) for you.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -85,6 +86,7 @@ _REQUIRED_PLACEHOLDERS: dict[str, dict[str, Any]] = {
 _TXT_ALIAS_SUFFIX = ".jsonl"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_RESOURCE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +285,39 @@ def validate_defaults(model: str, defaults: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _shared_s3_resource(endpoint_url: str | None, region_name: str | None) -> Any:
+    """One ``S3Resource`` per configuration: components sharing it merge into one project."""
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource(endpoint_url=endpoint_url, region_name=region_name)
+
+
+@functools.cache
+def _shared_kie_resource(
+    api_key_env: str,
+    base_url: str | None,
+    upload_base_url: str | None,
+    callback_url: str | None,
+    allow_private_downloads: bool,
+) -> Any:
+    """One ``KieResource`` per configuration (Dagster merges resources by identity)."""
+    from dagster_kie.resource import KieResource
+
+    options: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "base_url": base_url,
+            "upload_base_url": upload_base_url,
+            "callback_url": callback_url,
+        }.items()
+        if value
+    }
+    return KieResource(
+        api_key=dg.EnvVar(api_key_env), allow_private_downloads=allow_private_downloads, **options
+    )
+
+
 class S3Prompts(dg.Resolvable, dg.Model):
     """Prompt files under an S3 prefix (read with the component's ``s3`` resource)."""
 
@@ -467,6 +502,15 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
         description="Allow result downloads from private addresses; by default only when "
         "base_url is a loopback address (the local emulator).",
     )
+    kie_resource_key: str = Field(
+        default="kie",
+        pattern=_RESOURCE_KEY_PATTERN,
+        description="Resource key of the KieResource (another component with other settings "
+        "needs another key).",
+    )
+    s3_resource_key: str = Field(
+        default="s3", pattern=_RESOURCE_KEY_PATTERN, description="Resource key of the S3Resource."
+    )
     sensors_running: bool = Field(
         default=False, description="Start the sensors and the schedule as soon as they load."
     )
@@ -503,32 +547,20 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
         return self
 
     def _s3_resource(self) -> Any:
-        from dagster_aws.s3 import S3Resource
-
-        return S3Resource(
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_REGION") or None,
+        return _shared_s3_resource(
+            os.environ.get("AWS_ENDPOINT_URL") or None, os.environ.get("AWS_REGION") or None
         )
 
     def _kie_resource(self) -> Any:
-        from dagster_kie.resource import KieResource
-
-        options: dict[str, Any] = {
-            key: value
-            for key, value in {
-                "base_url": self.base_url,
-                "upload_base_url": self.upload_base_url,
-                "callback_url": self.callback_url,
-            }.items()
-            if value
-        }
         allow_private = self.allow_private_downloads
         if allow_private is None:
             allow_private = urlparse(self.base_url or "").hostname in _LOOPBACK_HOSTS
-        return KieResource(
-            api_key=dg.EnvVar(self.api_key_env),
-            allow_private_downloads=allow_private,
-            **options,
+        return _shared_kie_resource(
+            self.api_key_env,
+            self.base_url,
+            self.upload_base_url,
+            self.callback_url,
+            allow_private,
         )
 
     def prompt_source(self, base_dir: Path | str, s3: Any = None) -> PromptSource:
@@ -581,6 +613,8 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
             group_name=self.group_name or base,
             pool=self.pool,
             job_name=f"{base}_generate_images",
+            kie_resource_key=self.kie_resource_key,
+            s3_resource_key=self.s3_resource_key,
         )
         sensor_status = (
             dg.DefaultSensorStatus.RUNNING
@@ -624,5 +658,5 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
             jobs=[kie_assets.job],
             sensors=sensors,
             schedules=schedules,
-            resources={"kie": self._kie_resource(), "s3": s3},
+            resources={self.kie_resource_key: self._kie_resource(), self.s3_resource_key: s3},
         )

@@ -117,10 +117,9 @@ def test_scaffolded_component_builds_the_whole_graph() -> None:
             "kie_prompt_sensor",
             "kie_retry_sensor",
         }
-        schedules = list(defs.schedules or [])
-        assert [(s.name, s.cron_schedule) for s in schedules] == [
-            ("kie_batch_schedule", "0 6 * * *")
-        ]
+        schedule = defs.resolve_schedule_def("kie_batch_schedule")
+        assert schedule.cron_schedule == "0 6 * * *"
+        assert len(list(defs.schedules or [])) == 1
         assert defs.resolve_job_def("kie_generate_images").partitions_def is not None
         resources = dict(defs.resources or {})
         assert set(resources) == {"kie", "s3"}
@@ -345,3 +344,31 @@ def test_registered_for_dg_through_the_entry_point() -> None:
     found = discover_entry_point_package_objects()
     keys = {key.to_typename(): value for key, value in found.items()}
     assert keys[TYPE] is KieImageGeneration
+
+
+def test_two_components_in_one_project() -> None:
+    def yaml_for(prefix: str, **extra: Any) -> dict[str, Any]:
+        attributes = {"prompts_dir": "prompts", "bucket": "b", "asset_key_prefix": [prefix]}
+        return {"type": TYPE, "attributes": {**attributes, **extra}}
+
+    with create_defs_folder_sandbox() as sandbox:
+        for name, contents in {
+            "cats": yaml_for("cats"),
+            "dogs": yaml_for("dogs"),  # same resource settings: the resources are shared
+            "local": yaml_for(
+                "local",
+                base_url="http://127.0.0.1:8123",
+                kie_resource_key="kie_local",
+            ),
+        }.items():
+            sandbox.scaffold_component(
+                component_cls=KieImageGeneration, defs_path=name, defs_yaml_contents=contents
+            )
+        with sandbox.build_all_defs() as defs:
+            keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+            assert {key.split("/")[0] for key in keys} == {"cats", "dogs", "local"}
+            resources = dict(defs.resources or {})
+            assert set(resources) == {"kie", "kie_local", "s3"}
+            assert resources["kie_local"].allow_private_downloads is True
+            local = defs.resolve_assets_def(dg.AssetKey(["local", "generation_requests"]))
+            assert "kie_local" in local.required_resource_keys
