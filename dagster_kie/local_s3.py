@@ -299,10 +299,8 @@ class LocalS3Server:
                     self._launch(binary)
                     break
                 except ServerStartError as error:
-                    port_taken = "Port allocation failed" in str(error) or "not available" in str(
-                        error
-                    )
-                    if attempt == _START_ATTEMPTS or not port_taken:
+                    # a port chosen free was taken before weed bound it: choose again
+                    if attempt == _START_ATTEMPTS or "Port allocation failed" not in str(error):
                         raise
             for bucket in self.buckets:
                 self.create_bucket(bucket)

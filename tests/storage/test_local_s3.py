@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from dagster_kie.local_s3 import LocalS3Server, SeaweedNotFoundError, find_weed_binary
+from dagster_kie.local_s3 import (
+    LocalS3Ports,
+    LocalS3Server,
+    SeaweedNotFoundError,
+    find_weed_binary,
+)
 
 
 def _gone(pid: int) -> bool:
@@ -124,3 +131,28 @@ def test_not_running_server_says_so() -> None:
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.pid
     server.stop()  # stopping a server that never started is fine
+
+
+def test_a_port_taken_before_launch_is_chosen_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If another process grabs a chosen port before weed binds it, start picks new ports."""
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    real_choose = LocalS3Ports.choose.__func__  # type: ignore[attr-defined]
+    calls: list[LocalS3Ports] = []
+
+    def choose(cls: type[LocalS3Ports]) -> LocalS3Ports:
+        ports = real_choose(cls)
+        if not calls:
+            ports = replace(ports, s3=taken)
+        calls.append(ports)
+        return ports
+
+    monkeypatch.setattr(LocalS3Ports, "choose", classmethod(choose))
+    try:
+        with LocalS3Server(warm_up=False) as server:
+            assert len(calls) == 2 and server.ports == calls[1]
+            server.client().list_buckets()
+    finally:
+        blocker.close()
