@@ -383,6 +383,8 @@ class BatchRunner:
         await self._io_call(
             self._ledger.record_succeeded, item.request_id, urls, record.credits_consumed
         )
+        if self._inbox is not None:
+            await self._io_call(self._inbox.delete, record.task_id)
         outcome.status = "stored"
 
     async def _store_one(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +100,36 @@ class Project:
         return keys
 
 
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Poll the emulator's short tasks at a tenth of kie.ai's advised intervals."""
+    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
+
+
 @pytest.fixture
-def project(
-    emulator: EmulatorProcess,
+def make_project(
     local_s3: Any,
     s3_bucket: tuple[Any, str],
     prompts_dir: Path,
     dagster_instance: dg.DagsterInstance,
-) -> Project:
-    emulator.admin.reset()
-    _, bucket = s3_bucket
-    os.environ.setdefault("KIE_POLL_INTERVAL_SCALE", "0.1")
-    return Project(
-        emulator=emulator,
-        local_s3=local_s3,
-        bucket=bucket,
-        prompts_dir=prompts_dir,
-        instance=dagster_instance,
-    )
+) -> Callable[..., Project]:
+    """Build a :class:`Project` on a given emulator, with extra ``KieResource`` options."""
+
+    def make(emulator: EmulatorProcess, **resource_options: Any) -> Project:
+        emulator.admin.reset()
+        return Project(
+            emulator=emulator,
+            local_s3=local_s3,
+            bucket=s3_bucket[1],
+            prompts_dir=prompts_dir,
+            instance=dagster_instance,
+            **resource_options,
+        )
+
+    return make
+
+
+@pytest.fixture
+def project(emulator: EmulatorProcess, make_project: Callable[..., Project]) -> Project:
+    """The asset graph on the module's emulator, the session's SeaweedFS and a fresh instance."""
+    return make_project(emulator)
