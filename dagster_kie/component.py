@@ -58,11 +58,14 @@ from dagster_kie.sources import LocalPromptSource, PromptSource, S3PromptSource
 
 __all__ = [
     "KieImageGeneration",
+    "KieImageGenerationScaffoldParams",
     "KieImageGenerationScaffolder",
+    "KieModel",
     "PromptDefaultsSource",
     "S3Prompts",
     "apply_record_defaults",
     "rewrite_prompt_file",
+    "validate_defaults",
 ]
 
 KieModel = Literal["ideogram/v3-text-to-image", "ideogram/v3-reframe", "ideogram/character"]
