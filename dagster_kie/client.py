@@ -247,7 +247,11 @@ class _ClientBase:
             remix_base_url=remix_base_url,
             remix_task_path=remix_task_path,
             retry=RetrySettings(
-                max_retries=max_retries, initial_s=retry_backoff_s[0], max_s=retry_backoff_s[1]
+                max_retries=max_retries,
+                initial_s=retry_backoff_s[0],
+                max_s=retry_backoff_s[1],
+                jitter_s=retry_backoff_s[0],
+                not_found_initial_s=retry_backoff_s[0],
             ),
             rate_limits=rate_limits or RateLimits(),
             polling=polling or PollingPolicy(),
@@ -316,7 +320,8 @@ class KieClient(_ClientBase):
         on_event: Usage hook, called as ``("task_created", task_id)`` and
             ``("task_finished", record)``.
         estimator: A task-duration estimator to share between clients.
-        retry_backoff_s: (first, longest) backoff between retries, in seconds.
+        retry_backoff_s: (first, longest) backoff between retries, in seconds (doubling, with
+            jitter; a ``Retry-After`` may ask for longer).
 
     Raises:
         AuthenticationError: No API key was given or found in the environment.
