@@ -5,6 +5,7 @@ Keys are namespaced ``kie.*`` like dagster-openai's ``openai.*``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import statistics
 from collections import Counter
@@ -85,7 +86,7 @@ def images_metadata(report: BatchReport, store: ImageStore) -> dict[str, Any]:
 def _preview(images: list[tuple[Any, Any]], store: ImageStore) -> str:
     items = []
     for outcome, image in images[:MAX_PREVIEWS]:
-        with store.open(image.key) as body:
+        with contextlib.closing(store.open(image.key)) as body:
             data_uri = thumbnail_data_uri(io.BytesIO(body.read()))
         caption = f"{outcome.request_id[:12]}#{image.index}"
         items.append((caption, data_uri, store.presigned_url(image.key, expires_in=7 * 24 * 3600)))
