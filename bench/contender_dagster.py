@@ -3,7 +3,8 @@
 Like ``definitions/demo.py``: a temporary ``DAGSTER_HOME``, the prompt file in a temporary
 ``KIE_PROMPTS_DIR``, the partition registered beforehand (what the prompt sensor would do), then
 the CLI run that users launch. The example project reads no rate-limit variables, so the
-resource's limits are set through run config (``resources.kie.config``).
+resource's limits are set through run config (``resources.kie.config``), which in Dagster replaces
+the resource's whole configuration: the connection settings are given again there.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def prepare(config: ContenderConfig, workdir: Path) -> tuple[list[str], dict[str
         "resources": {
             "kie": {
                 "config": {
+                    # Run config for a resource replaces every value the definitions gave it
+                    # (not only the ones named), so the connection settings are repeated.
+                    "api_key": {"env": "KIE_API_KEY"},
+                    "base_url": {"env": "KIE_BASE_URL"},
+                    "upload_base_url": {"env": "KIE_UPLOAD_BASE_URL"},
+                    "allow_private_downloads": True,
                     "create_tasks_per_window": config.create_limit,
                     "create_window_seconds": config.create_window,
                     "queries_per_second": config.queries_per_second,
@@ -65,6 +72,6 @@ def prepare(config: ContenderConfig, workdir: Path) -> tuple[list[str], dict[str
 def _register_partition(home: Path, key: str) -> None:
     import dagster as dg
 
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(home))) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         if key not in instance.get_dynamic_partitions(PARTITIONS):
             instance.add_dynamic_partitions(PARTITIONS, [key])
