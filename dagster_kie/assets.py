@@ -38,7 +38,7 @@ from dagster_kie.callbacks import CallbackInbox
 from dagster_kie.checks import IMAGE_CHECKS, check_results
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.metadata import images_metadata, requests_metadata, tasks_metadata
-from dagster_kie.prompts import ParsedRequest, PromptFileError, parse_prompt_file
+from dagster_kie.prompts import ParsedRequest, PromptFileError, RecordDefaults, parse_prompt_file
 from dagster_kie.resource import KieResource
 from dagster_kie.sources import PromptSource
 from dagster_kie.storage import ImageStore
@@ -82,6 +82,7 @@ def build_kie_assets(
     max_in_flight: int = 2000,
     max_downloads: int = 16,
     resubmit_unconfirmed: bool = False,
+    record_defaults: RecordDefaults | None = None,
 ) -> KieAssets:
     """Build the generation asset graph for prompt files from ``source``.
 
@@ -100,6 +101,7 @@ def build_kie_assets(
         max_downloads: Concurrent image downloads/uploads inside one run.
         resubmit_unconfirmed: Resend requests whose earlier createTask was never confirmed
             (may pay twice for them; see :class:`~dagster_kie.batch.BatchRunner`).
+        record_defaults: Default model and input fields applied to every prompt record.
     """
     partitions = partitions_def or dg.DynamicPartitionsDefinition(name="kie_prompt_files")
     requests_key = dg.AssetKey([*key_prefix, "generation_requests"])
@@ -127,7 +129,7 @@ def build_kie_assets(
     def generation_requests(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
         partition = context.partition_key
         try:
-            batch = parse_prompt_file(partition, source.read(partition))
+            batch = parse_prompt_file(partition, source.read(partition), defaults=record_defaults)
         except FileNotFoundError:
             raise dg.Failure(
                 f"prompt file {partition!r} is no longer in {source.description}",

@@ -6,6 +6,10 @@ A prompt file is JSON Lines (``*.jsonl``), JSON (``*.json``: one object or a lis
 ``ideogram/v3-text-to-image``. A record may carry an ``id``; otherwise its id is a stable hash of
 its canonical content, so the same request is never submitted twice.
 
+:class:`RecordDefaults` sets the model of records that name none (text lines, shorthand records)
+and input fields merged into every record whose model accepts them (the record's own values win).
+Defaults are part of the final body, so they are part of its id.
+
 Example:
     >>> batch = parse_prompt_file("cats.txt", b"a cat in a hat\\n\\na cat on a mat\\n")
     >>> [request.input.prompt for request in batch.requests]
@@ -15,12 +19,23 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
 
-from dagster_kie.models import TEXT_TO_IMAGE, parse_request
+from dagster_kie.models import (
+    CHARACTER,
+    MODELS,
+    REFRAME,
+    TEXT_TO_IMAGE,
+    CharacterInput,
+    ReframeInput,
+    TextToImageInput,
+    parse_request,
+)
 
 __all__ = [
     "MAX_PROMPT_FILE_BYTES",
@@ -29,6 +44,7 @@ __all__ = [
     "ParsedRequest",
     "PromptBatch",
     "PromptFileError",
+    "RecordDefaults",
     "parse_prompt_file",
     "record_to_body",
 ]
@@ -93,23 +109,95 @@ class PromptBatch:
         return sum(int(item.request.num_images) for item in self.parsed)
 
 
-def record_to_body(record: Any) -> dict[str, Any]:
-    """Turn one prompt record (full body or shorthand) into a createTask body plus optional id.
+_INPUT_FIELDS: dict[str, frozenset[str]] = {
+    TEXT_TO_IMAGE: frozenset(TextToImageInput.model_fields),
+    REFRAME: frozenset(ReframeInput.model_fields),
+    CHARACTER: frozenset(CharacterInput.model_fields),
+}
+"""The ``input`` fields each model accepts."""
+
+_PLACEHOLDERS: dict[str, dict[str, Any]] = {
+    TEXT_TO_IMAGE: {"prompt": "placeholder"},
+    REFRAME: {"image_url": "placeholder"},
+    CHARACTER: {"prompt": "placeholder", "reference_image_urls": ["placeholder"]},
+}
+"""Stand-ins for each model's required per-record fields, to validate defaults alone."""
+
+
+@dataclass(frozen=True)
+class RecordDefaults:
+    """The model of records that name none, and input fields merged into every record.
+
+    An input default is applied only to records whose model has that input field, and a
+    record's own values win. Both are checked against ``model`` when the object is made.
+
+    Args:
+        model: The model of text lines and shorthand records (and of bodies without one).
+        inputs: Input fields applied to every record that does not set them.
+
+    Raises:
+        ValueError: an unknown model, or a bad input default (naming the field, what it
+            allows, and the model's input fields).
+    """
+
+    model: str = TEXT_TO_IMAGE
+    inputs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(
+                f"model {self.model!r} is not one of {', '.join(repr(m) for m in MODELS)}"
+            )
+        inputs = MappingProxyType(dict(self.inputs))
+        object.__setattr__(self, "inputs", inputs)
+        try:
+            parse_request({"model": self.model, "input": {**_PLACEHOLDERS[self.model], **inputs}})
+        except ValidationError as exc:
+            problems = []
+            for item in exc.errors(include_url=False):
+                loc = [str(part) for part in item["loc"] if str(part) not in MODELS]
+                where = ".".join(loc[1:] if loc[:1] == ["input"] else loc) or "input"
+                problems.append(f"{where}: {item['msg']}")
+            allowed = ", ".join(sorted(_INPUT_FIELDS[self.model]))
+            raise ValueError(
+                f"defaults do not fit {self.model}: {'; '.join(problems)} "
+                f"(its input fields: {allowed})"
+            ) from None
+
+    def inputs_for(self, model: Any) -> dict[str, Any]:
+        """The input defaults ``model`` accepts (none for an unknown model)."""
+        fields = _INPUT_FIELDS.get(model, frozenset()) if isinstance(model, str) else frozenset()
+        return {key: value for key, value in self.inputs.items() if key in fields}
+
+
+_NO_DEFAULTS = RecordDefaults()
+
+
+def record_to_body(record: Any, defaults: RecordDefaults | None = None) -> dict[str, Any]:
+    """Turn one prompt record (full body, shorthand or string) into a createTask body.
+
+    A string or a shorthand record becomes a body of ``defaults.model`` (text-to-image without
+    defaults); a full body keeps its own model. The applicable input defaults are merged under
+    the body's input, the record's own values winning. An ``id`` stays at the top level.
 
     Raises:
         ValueError: when the record is neither a JSON object nor a string.
     """
+    defaults = _NO_DEFAULTS if defaults is None else defaults
     if isinstance(record, str):
-        return {"model": TEXT_TO_IMAGE, "input": {"prompt": record}}
+        record = {"prompt": record}
     if not isinstance(record, dict):
         raise ValueError(f"a record must be a JSON object or a string, not {type(record).__name__}")
     if "input" in record or "model" in record:
         body = {key: value for key, value in record.items() if key != "callBackUrl"}
-        body.setdefault("model", TEXT_TO_IMAGE)
+        body.setdefault("model", defaults.model)
+        given = body.get("input")
+        if isinstance(given, dict):
+            body["input"] = {**defaults.inputs_for(body["model"]), **given}
         return body
     shorthand = dict(record)
     request_id = shorthand.pop("id", None)
-    body = {"model": TEXT_TO_IMAGE, "input": shorthand}
+    body = {"model": defaults.model, "input": {**defaults.inputs_for(defaults.model), **shorthand}}
     if request_id is not None:
         body["id"] = request_id
     return body
@@ -119,13 +207,10 @@ def _format_errors(error: ValidationError) -> tuple[str, ...]:
     messages = []
     for item in error.errors(include_url=False):
         # Drop the union tag pydantic puts first ("ideogram/v3-text-to-image.input.prompt").
-        loc = [str(part) for part in item["loc"] if str(part) not in _MODEL_TAGS]
+        loc = [str(part) for part in item["loc"] if str(part) not in MODELS]
         where = ".".join(loc) or "record"
         messages.append(f"{where}: {item['msg']}")
     return tuple(messages)
-
-
-_MODEL_TAGS = frozenset({"ideogram/v3-text-to-image", "ideogram/v3-reframe", "ideogram/character"})
 
 
 def _records(file: str, text: str) -> list[tuple[int, Any]]:
@@ -165,7 +250,9 @@ class _Unparsable:
     reason: str
 
 
-def parse_prompt_file(file: str, content: bytes) -> PromptBatch:
+def parse_prompt_file(
+    file: str, content: bytes, *, defaults: RecordDefaults | None = None
+) -> PromptBatch:
     """Parse and validate one prompt file.
 
     Invalid records are collected (file, line, field, allowed values) and the rest still parse;
@@ -174,6 +261,7 @@ def parse_prompt_file(file: str, content: bytes) -> PromptBatch:
     Args:
         file: The file's name (its suffix selects the format); used in every message.
         content: The file's bytes (UTF-8, a BOM is allowed).
+        defaults: The default model and input fields applied to every record.
 
     Raises:
         PromptFileError: wrong encoding, bad JSON document, empty or too large file.
@@ -198,7 +286,7 @@ def parse_prompt_file(file: str, content: bytes) -> PromptBatch:
             batch.invalid.append(InvalidRecord(file, line, (record.reason,)))
             continue
         try:
-            request = parse_request(record_to_body(record))
+            request = parse_request(record_to_body(record, defaults))
         except ValidationError as exc:
             batch.invalid.append(InvalidRecord(file, line, _format_errors(exc)))
             continue

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import dagster as dg
 
-from dagster_kie.prompts import PromptFileError, parse_prompt_file
+from dagster_kie.prompts import PromptFileError, RecordDefaults, parse_prompt_file
 from dagster_kie.sources import PromptSource
 
 if TYPE_CHECKING:
@@ -171,6 +171,7 @@ def _evaluate_prompt_files(
     partitions_name: str,
     partitions_def: dg.DynamicPartitionsDefinition,
     max_runs_per_tick: int,
+    record_defaults: RecordDefaults | None,
 ) -> dg.SensorResult:
     log = context.log
     started = time.monotonic()
@@ -206,7 +207,7 @@ def _evaluate_prompt_files(
         ):
             plan.deferred = len(pending) - index
             break
-        _evaluate_one(context, source, name, fingerprint, name in existing, plan)
+        _evaluate_one(context, source, name, fingerprint, name in existing, plan, record_defaults)
 
     if plan.new_partitions:
         log.info(f"Adding {len(plan.new_partitions)} partition(s): {_sample(plan.new_partitions)}")
@@ -239,6 +240,7 @@ def _evaluate_one(
     fingerprint: str,
     partition_exists: bool,
     plan: _TickPlan,
+    record_defaults: RecordDefaults | None,
 ) -> None:
     log = context.log
     problem = _invalid_partition_key(name)
@@ -260,7 +262,7 @@ def _evaluate_one(
         )
         return
     try:
-        batch = parse_prompt_file(name, content)
+        batch = parse_prompt_file(name, content, defaults=record_defaults)
     except PromptFileError as exc:
         log.warning(
             f"Skipping prompt file {name!r}: {exc.reason}. It is tried again once it changes."
@@ -320,6 +322,7 @@ def build_prompt_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     description: str | None = None,
     max_runs_per_tick: int = 200,
+    record_defaults: RecordDefaults | None = None,
 ) -> dg.SensorDefinition:
     """Build a sensor that turns every new or changed prompt file into a partition and a run.
 
@@ -344,6 +347,8 @@ def build_prompt_sensor(
         description: Shown in the UI; a default names the source.
         max_runs_per_tick: At most this many files are requested per tick; the rest wait for the
             next tick (the cursor only advances over handled files).
+        record_defaults: Default model and input fields applied to every record when a file
+            is parsed to check it (pass the same as to ``build_kie_assets``).
 
     Returns:
         The sensor definition.
@@ -370,6 +375,7 @@ def build_prompt_sensor(
             partitions_name=partitions_name,
             partitions_def=partitions_def,
             max_runs_per_tick=max_runs_per_tick,
+            record_defaults=record_defaults,
         )
 
     return _prompt_sensor
