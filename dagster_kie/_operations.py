@@ -27,6 +27,7 @@ from dagster_kie._protocol import (
     Close,
     Resolve,
     RetrySettings,
+    Secret,
     Sleep,
     Step,
     T,
@@ -136,7 +137,7 @@ class KieCore:
         download_policy: DownloadPolicy,
         on_event: EventHook | None,
     ) -> None:
-        self.__key = api_key
+        self._key = Secret(api_key)
         self.base_url = base_url.rstrip("/")
         self.upload_base_url = upload_base_url.rstrip("/")
         self.remix_base_url = (remix_base_url or base_url).rstrip("/")
@@ -162,14 +163,14 @@ class KieCore:
 
     def redact(self, text: str) -> str:
         """``text`` with the API key masked (belt and braces for echoed messages)."""
-        return text.replace(self.__key, "***") if self.__key else text
+        return self._key.redact(text)
 
     def headers(
         self, *, json_body: bool = False, accept: str = "application/json"
     ) -> dict[str, str]:
         """Headers of an authenticated API request."""
         headers = {
-            "Authorization": f"Bearer {self.__key}",
+            "Authorization": f"Bearer {self._key.reveal()}",
             "User-Agent": USER_AGENT,
             "Accept": accept,
         }

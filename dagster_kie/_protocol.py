@@ -53,6 +53,7 @@ __all__ = [
     "Effect",
     "Resolve",
     "RetrySettings",
+    "Secret",
     "Send",
     "Sleep",
     "Step",
@@ -73,6 +74,32 @@ USER_AGENT = f"dagster-kie/{__version__} httpx/{httpx.__version__}"
 
 MAX_RETRY_AFTER_S = 300.0
 """A ``Retry-After`` longer than this is clamped (a broken header must not stall a run)."""
+
+
+class Secret:
+    """An API key that never shows itself: ``repr``, ``str`` and ``vars`` of its holders print
+    ``'***'``; only :meth:`reveal` (used to build the ``Authorization`` header) returns it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself."""
+        return self._value
+
+    def redact(self, text: str) -> str:
+        """``text`` with every occurrence of the key replaced by ``***``."""
+        return text.replace(self._value, "***") if self._value else text
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("an API key is not picklable; pass it again where it is needed")
 
 
 # --- Effects -----------------------------------------------------------------------------------

@@ -57,9 +57,18 @@ def test_wrong_transport_kind_is_refused() -> None:
 @pytest.mark.parametrize("cls", [KieClient, AsyncKieClient])
 def test_key_never_in_repr_or_str(cls: type[KieClient]) -> None:
     client = cls(API_KEY)
-    for text in (repr(client), str(client), repr(client._core), repr(vars(client))):
+    texts = (
+        repr(client),
+        str(client),
+        repr(client._core),
+        repr(vars(client)),
+        repr(vars(client._core)),
+    )
+    for text in texts:
         assert API_KEY not in text
     assert "***" in repr(client)
+    with pytest.raises(TypeError):
+        pickle.dumps(client._core._key)
 
 
 def test_key_never_in_errors_tracebacks_or_logs(
