@@ -60,6 +60,10 @@ __all__ = ["API_KEY_ENV", "AsyncKieClient", "KieClient"]
 T = TypeVar("T")
 
 API_KEY_ENV = "KIE_API_KEY"
+BASE_URL_ENV = "KIE_BASE_URL"
+UPLOAD_BASE_URL_ENV = "KIE_UPLOAD_BASE_URL"
+DEFAULT_BASE_URL = "https://api.kie.ai"
+DEFAULT_UPLOAD_BASE_URL = "https://kieai.redpandaai.co"
 """Environment variable the clients read the API key from when none is passed."""
 
 _SLEEP_SLICE_S = 0.25
@@ -219,8 +223,8 @@ class _ClientBase:
         self,
         api_key: str | None = None,
         *,
-        base_url: str = "https://api.kie.ai",
-        upload_base_url: str = "https://kieai.redpandaai.co",
+        base_url: str | None = None,
+        upload_base_url: str | None = None,
         timeout: float = 30.0,
         max_retries: int = 5,
         rate_limits: RateLimits | None = None,
@@ -242,8 +246,10 @@ class _ClientBase:
         self.timeout = timeout
         self._core = KieCore(
             api_key=key,
-            base_url=base_url,
-            upload_base_url=upload_base_url,
+            base_url=base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+            upload_base_url=(
+                upload_base_url or os.environ.get(UPLOAD_BASE_URL_ENV) or DEFAULT_UPLOAD_BASE_URL
+            ),
             remix_base_url=remix_base_url,
             remix_task_path=remix_task_path,
             retry=RetrySettings(
@@ -305,8 +311,9 @@ class KieClient(_ClientBase):
 
     Args:
         api_key: kie.ai API key; default: the ``KIE_API_KEY`` environment variable.
-        base_url: Jobs API base URL.
-        upload_base_url: File-upload API base URL.
+        base_url: Jobs API base URL; default: ``KIE_BASE_URL``, else https://api.kie.ai.
+        upload_base_url: File-upload API base URL; default: ``KIE_UPLOAD_BASE_URL``, else
+            https://kieai.redpandaai.co.
         timeout: Timeout of one HTTP call, in seconds.
         max_retries: Retries of a call that is safe to repeat.
         rate_limits: Client-side pacing (default :class:`RateLimits`: 20 createTask per 10 s,

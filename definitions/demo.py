@@ -20,7 +20,7 @@ from dagster_kie.local_stack import local_stack
 from dagster_kie.sources import LocalPromptSource
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKDIR = ROOT / ".local" / "demo"
+WORKDIR = Path(os.environ.get("KIE_DEMO_DIR") or ROOT / ".local" / "demo")
 RUN_CONFIG = json.dumps({"loggers": {"console": {"config": {"log_level": "INFO"}}}})
 ASSETS = "kie/generation_requests,kie/submitted_tasks,kie/generated_images"
 PARTITIONS = "kie_prompt_files"
