@@ -113,7 +113,8 @@ class Api:
         if clock is not None:
             self.client._core.clock = clock.monotonic
             self.client._core.wall = clock.time
-            self.client._driver.sleep = clock.sleep if mode == "sync" else clock.asleep  # type: ignore[assignment]
+            driver: Any = self.client._driver
+            driver.sleep = clock.sleep if mode == "sync" else clock.asleep
         if resolve is not None:
             table = resolve
 
@@ -123,7 +124,8 @@ class Api:
             async def alookup(host: str, port: int) -> list[str]:
                 return table[host]
 
-            self.client._driver.resolve = lookup if mode == "sync" else alookup  # type: ignore[assignment]
+            resolver: Any = self.client._driver
+            resolver.resolve = lookup if mode == "sync" else alookup
 
     def run(self, value: Any) -> Any:
         """Await a coroutine on this adapter's loop (async mode) or return the value."""

@@ -7,6 +7,7 @@ import logging
 import pickle
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ def test_wrong_transport_kind_is_refused() -> None:
         pass
 
     with pytest.raises(TypeError):
-        AsyncKieClient(API_KEY, transport=SyncOnly())  # type: ignore[arg-type]
+        AsyncKieClient(API_KEY, transport=SyncOnly())
 
 
 @pytest.mark.parametrize("cls", [KieClient, AsyncKieClient])
@@ -131,7 +132,7 @@ def test_usage_events(make_api: Callable[..., Api], script: Script) -> None:
 # --- Remix ------------------------------------------------------------------------------------
 
 REMIX = {"prompt": "the same fox, in watercolour", "aspect_ratio": "ASPECT_1_1"}
-QUEUED = {
+QUEUED: dict[str, Any] = {
     "code": 0,
     "message": "SUCCEED",
     "request_id": "CjMT7",
@@ -142,7 +143,7 @@ QUEUED = {
         "updated_at": 1733851336696,
     },
 }
-SYNC = {
+SYNC: dict[str, Any] = {
     "created": "2025-01-01T00:00:00Z",
     "data": [
         {
@@ -156,6 +157,8 @@ SYNC = {
         {"prompt": "fox", "is_image_safe": False},
     ],
 }
+
+QUEUED_DATA: dict[str, Any] = QUEUED["data"]
 
 
 def test_remix_sends_multipart_and_reads_the_queued_shape(api: Api, script: Script) -> None:
@@ -186,8 +189,8 @@ def test_remix_task_query_at_the_configured_path(
     done = {
         **QUEUED,
         "data": {
-            **QUEUED["data"],
-            "task_status": "succeed",  # type: ignore[dict-item]
+            **QUEUED_DATA,
+            "task_status": "succeed",
             "task_result": {"images": [{"url": "https://agg.example/r.png"}]},
         },
     }

@@ -33,13 +33,17 @@ from .helpers import Api, png_bytes
 pytestmark = pytest.mark.integration
 
 SEEDS = json.loads((Path(__file__).parents[1] / "data" / "seed_requests.json").read_text())
-FOX = {"model": "ideogram/v3-text-to-image", "input": {"prompt": "A red fox in the snow"}}
+FOX: dict[str, Any] = {
+    "model": "ideogram/v3-text-to-image",
+    "input": {"prompt": "A red fox in the snow"},
+}
 
 
 def decode(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as image:
         image.load()
-        return image.size
+        width, height = image.size
+        return int(width), int(height)
 
 
 # --- end to end -----------------------------------------------------------------------------------

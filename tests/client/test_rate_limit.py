@@ -61,7 +61,8 @@ def test_fractional_query_rate() -> None:
     limiter = RateLimiter(
         RateLimits(queries_per_second=2.5, margin_s=0.0), clock=FakeClock(now=0.0).monotonic
     )
-    assert (limiter.query.limit, limiter.query.window_s) == (2, pytest.approx(0.8))
+    assert limiter.query.limit == 2
+    assert limiter.query.window_s == pytest.approx(0.8)
 
 
 def test_pause_after_429_holds_back_new_reservations() -> None:
