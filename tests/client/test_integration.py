@@ -307,3 +307,14 @@ def test_seed_requests_run_against_the_emulator(live: Api, seed: dict[str, Any])
     assert record.succeeded
     size = IMAGE_SIZE_DIMENSIONS[body["input"]["image_size"]]
     assert decode(live.download(record.result_urls[0])[2]) == size
+
+
+def test_record_info_null_right_after_creation_is_waited_out(
+    make_live: Callable[..., Api],
+) -> None:
+    """kie.ai may answer "recordInfo is null" for a task created a moment ago."""
+    with EmulatorProcess(**{**EMULATOR_SETTINGS, "record_delay": 0.4}) as emu:
+        api = make_live(emu)
+        task_id = api.create_task(FOX)
+        assert api.get_task(task_id).task_id == task_id
+        assert api.generate(FOX).succeeded
