@@ -243,6 +243,7 @@ class Bench:
             emulator_cpu_s=emulator_cpu,
             s3_cpu_s=s3_cpu,
             peak_processes=measured.peak_processes,
+            load_avg=os.getloadavg()[0],
         )
         if measured.returncode != 0:
             row.notes.append(f"exit code {measured.returncode}; log {self.logs / (tag + '.log')}")

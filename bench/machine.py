@@ -31,5 +31,6 @@ def describe() -> dict[str, str]:
         "RAM": f"{psutil.virtual_memory().total / 1024**3:.1f} GiB",
         "OS": platform.platform(),
         "Python": sys.version.split()[0],
+        "load average at the end (1, 5, 15 min)": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "packages": ", ".join(f"{name} {_version(name)}" for name in PACKAGES),
     }

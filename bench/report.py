@@ -36,6 +36,7 @@ class Row:
     emulator_cpu_s: float = 0.0
     s3_cpu_s: float = 0.0
     peak_processes: int = 0
+    load_avg: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -147,12 +148,13 @@ def table(rows: Sequence[Row]) -> str:
 def server_markdown(rows: Sequence[Row]) -> str:
     """CPU the servers spent per contender (they share the machine with the contender)."""
     lines = [
-        "| N | contender | emulator CPU s | S3 server CPU s | contender CPU s | processes (peak) |",
-        "|---|---|---|---|---|---|",
+        "| N | contender | emulator CPU s | S3 server CPU s | contender CPU s | processes (peak) "
+        "| machine load (1-min avg at end) |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r.size:,} | {r.contender} | {r.emulator_cpu_s:.1f} | {r.s3_cpu_s:.1f} | "
-        f"{r.cpu_s:.1f} | {r.peak_processes} |"
+        f"{r.cpu_s:.1f} | {r.peak_processes} | {r.load_avg:.1f} |"
         for r in rows
     ]
     return "\n".join(lines)
