@@ -128,6 +128,29 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         }
         return JSONResponse(out)
 
+    async def tasks(request: Request) -> Response:
+        now = time.time()
+        state.advance(now)
+        return JSONResponse(
+            {
+                "tasks": [
+                    {
+                        "taskId": task.task_id,
+                        "kind": task.kind,
+                        "model": task.model,
+                        "state": task.phase(now)[0],
+                        "prompt": task.prompt,
+                        "seed": task.seed,
+                        "num_images": task.num_images,
+                        "callBackUrl": task.callback_url,
+                        "creditsConsumed": task.credits_consumed,
+                        "created": task.created,
+                    }
+                    for task in state.tasks.tasks.values()
+                ]
+            }
+        )
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "base_url": state.base_url})
 
@@ -138,5 +161,6 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/admin/reset", local(reset), methods=["POST"]),
         Route("/admin/credits", local(set_credits), methods=["POST"]),
         Route("/admin/stats", local(stats), methods=["GET"]),
+        Route("/admin/tasks", local(tasks), methods=["GET"]),
         Route("/admin/health", local(health), methods=["GET"]),
     ]

@@ -106,6 +106,12 @@ class EmulatorAdmin:
         """Set the account balance."""
         self._call("POST", "/admin/credits", {"balance": balance})
 
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task the emulator holds (``GET /admin/tasks``): id, model, state, prompt, seed,
+        ``num_images``, ``callBackUrl``, ``creditsConsumed``, ``created`` — for tests that must
+        prove which request got which task."""
+        return list(self._call("GET", "/admin/tasks")["tasks"])
+
     def stats(self) -> dict[str, Any]:
         """The counters of ``GET /admin/stats``."""
         return self._call("GET", "/admin/stats")
