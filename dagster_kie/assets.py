@@ -4,9 +4,7 @@ Example:
     .. code-block:: python
 
         import dagster as dg
-        from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
+        from dagster_aws.s3 import S3Resource
         from dagster_kie import KieResource, LocalPromptSource, build_kie_assets
 
         kie_assets = build_kie_assets(source=LocalPromptSource("prompts"), bucket="my-images")
@@ -19,6 +17,11 @@ Example:
 One dynamic partition per prompt file: a run materializes one file's requests, submitting and
 waiting on all of them concurrently inside the run (one run per prompt could not keep up with the
 API on two cores). Per-request lineage lives in the manifests and in the metadata.
+
+Spend control: ``KieResource(credit_budget_per_run=..., credit_budget_per_day=...)`` makes each run
+reserve the expected cost of a request before it is submitted; when the next one would cross a
+budget (or the account balance read at the start), the run stops submitting, finishes and stores
+what is in flight, and fails (not retried) with a message naming the budget and what was spent.
 """
 
 import asyncio
@@ -29,13 +32,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from dagster_kie.batch import BatchReport, BatchRunner
+from dagster_kie.batch import BatchReport, BatchRunner, is_transient_error
+from dagster_kie.budget import DailySpendLog, SpendGuard
 from dagster_kie.callbacks import CallbackInbox
 from dagster_kie.checks import IMAGE_CHECKS, check_results
+from dagster_kie.client import AsyncKieClient
+from dagster_kie.errors import KieError
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.metadata import images_metadata, requests_metadata, tasks_metadata
 from dagster_kie.prompts import ParsedRequest, PromptFileError, RecordDefaults, parse_prompt_file
@@ -82,6 +89,7 @@ def build_kie_assets(
     max_in_flight: int = 2000,
     max_downloads: int = 16,
     resubmit_unconfirmed: bool = False,
+    retry_policy: dg.RetryPolicy | None = RETRY_POLICY,
     record_defaults: RecordDefaults | None = None,
 ) -> KieAssets:
     """Build the generation asset graph for prompt files from ``source``.
@@ -101,6 +109,8 @@ def build_kie_assets(
         max_downloads: Concurrent image downloads/uploads inside one run.
         resubmit_unconfirmed: Resend requests whose earlier createTask was never confirmed
             (may pay twice for them; see :class:`~dagster_kie.batch.BatchRunner`).
+        retry_policy: Dagster's in-run retries of the generation step after a retryable failure
+            (``None``: leave retries to a new run, e.g. the retry sensor's).
         record_defaults: Default model and input fields applied to every prompt record.
     """
     partitions = partitions_def or dg.DynamicPartitionsDefinition(name="kie_prompt_files")
@@ -185,7 +195,7 @@ def build_kie_assets(
         ],
         can_subset=True,
         pool=pool,
-        retry_policy=RETRY_POLICY,
+        retry_policy=retry_policy,
         required_resource_keys=resource_keys,
         name=f"{'_'.join(key_prefix)}_generate" if key_prefix else "kie_generate",
     )
@@ -198,8 +208,12 @@ def build_kie_assets(
         submit_only = images_key not in context.selected_asset_keys
         inbox = CallbackInbox(s3, bucket, prefix) if kie.callback_url else None
 
+        guards: list[SpendGuard] = []
+
         async def run() -> BatchReport:
             async with kie.get_async_client() as client:
+                spend = await _spend_guard(kie, client, context, s3, bucket, prefix)
+                guards.append(spend)
                 runner = BatchRunner(
                     client=client,
                     store=store,
@@ -209,23 +223,60 @@ def build_kie_assets(
                     max_in_flight=max_in_flight,
                     max_downloads=max_downloads,
                     resubmit_unconfirmed=resubmit_unconfirmed,
+                    spend=spend,
+                    confirm_timeout_s=kie.wait_timeout_seconds,
                     on_progress=context.log.info,
                 )
                 return await runner.run(requests, submit_only=submit_only)
 
-        report = asyncio.run(run())
+        try:
+            report = asyncio.run(run())
+        except (BotoCoreError, ClientError) as error:
+            # S3 failed outside any one request (reading the ledger or the day's spend).
+            retryable = is_transient_error(error)
+            raise dg.Failure(
+                f"S3 (bucket {bucket!r}) failed before the batch could start, nothing was "
+                f"submitted: {type(error).__name__}: {error}",
+                metadata={"retryable": retryable},
+                allow_retries=retryable,
+            ) from None
+        spend = guards[0]
         for failure in report.failures:
             context.log.warning(
                 f"{failure.file}:{failure.line} request {failure.request_id} "
                 f"(task {failure.task_id}): {failure.error}"
             )
         if tasks_key in context.selected_asset_keys:
-            yield dg.MaterializeResult(asset_key=tasks_key, metadata=tasks_metadata(report))
+            metadata = tasks_metadata(report)
+            if spend.budget.enabled:
+                metadata.update(spend.summary())
+            yield dg.MaterializeResult(asset_key=tasks_key, metadata=metadata)
         if not submit_only:
             yield dg.MaterializeResult(
                 asset_key=images_key,
                 metadata=images_metadata(report, store),
                 check_results=check_results(report, images_key),
+            )
+        over_budget = [f for f in report.failures if f.error_type == "BudgetExceededError"]
+        if over_budget:
+            raise dg.Failure(
+                f"{len(over_budget)} of {len(report.outcomes)} requests were not submitted: "
+                f"{over_budget[0].error}. This run spent {spend.spent:g} credits "
+                f"({report.tasks_created} tasks created, {report.count('stored')} requests "
+                f"stored, {len(report.failures) - len(over_budget)} other failures). Raise the "
+                "budget (KieResource credit_budget_per_run / credit_budget_per_day) or wait for "
+                "the next day, then run the partition again: nothing stored is paid twice.",
+                metadata={
+                    "retryable": False,
+                    "kie.credits_spent": spend.spent,
+                    "kie.budget_per_run": spend.budget.per_run,
+                    "kie.budget_per_day": spend.budget.per_day,
+                    "kie.requests_not_submitted": len(over_budget),
+                    "failed_requests": dg.MetadataValue.json(
+                        {f.request_id: f.error for f in report.failures[:200]}
+                    ),
+                },
+                allow_retries=False,
             )
         if report.failures:
             retryable = report.all_retryable
@@ -254,6 +305,27 @@ def build_kie_assets(
         requests_key=requests_key,
         tasks_key=tasks_key,
         images_key=images_key,
+    )
+
+
+async def _spend_guard(
+    kie: KieResource,
+    client: AsyncKieClient,
+    context: dg.AssetExecutionContext,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+) -> SpendGuard:
+    """This run's credit guard: the resource's budget, the day's spend in S3, the balance."""
+    try:
+        balance: float | None = await client.get_credits()
+    except KieError as error:
+        balance = None
+        context.log.warning(f"could not read the credit balance ({error}); not checking it")
+    budget = kie.credit_budget()
+    log = DailySpendLog(s3, bucket, prefix) if budget.per_day is not None else None
+    return await asyncio.to_thread(
+        SpendGuard, budget, run_id=context.run.run_id, log=log, balance=balance
     )
 
 

@@ -9,9 +9,12 @@ The money rules, in order:
 1. A request whose manifest is already in S3 is done: nothing is sent.
 2. A request the ledger knows a task for resumes waiting on that task: nothing is paid again.
 3. Otherwise the intent is written to the ledger *before* ``createTask`` and the task id right
-   after it returns. A crash between the two leaves an entry in state ``submitting``; it is not
-   resent blindly (the task may exist): with callbacks on, the receiver records its task id;
-   otherwise it is reported as unconfirmed until the user allows a resubmission.
+   after it returns. A crash between the two (or a createTask whose reply was lost after it was
+   sent) leaves an entry in state ``submitting``; it is not resent blindly (the task may exist):
+   with callbacks on, the receiver records its task id from the callback (``callBackUrl`` names
+   the request) and the run waits for that, up to ``confirm_timeout_s`` after the intent;
+   otherwise it is reported as ``unconfirmed`` (not retried, never paid twice) until the user
+   allows a resubmission.
 4. A task that failed (not charged by kie.ai) is resubmitted only if its error was retryable.
 """
 
@@ -21,6 +24,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
 
 from dagster_kie.budget import SpendGuard
@@ -41,9 +47,14 @@ from dagster_kie.models import TaskRecord, image_sources, with_image_sources
 from dagster_kie.prompts import ParsedRequest
 from dagster_kie.storage import ImageStore, parse_s3_uri
 
-__all__ = ["BatchReport", "BatchRunner", "RequestOutcome", "StoredImage"]
+__all__ = ["BatchReport", "BatchRunner", "RequestOutcome", "StoredImage", "is_transient_error"]
 
 logger = logging.getLogger("dagster_kie")
+
+CRASH_AFTER_CREATE_ENV = "DAGSTER_KIE_TEST_CRASH_AFTER_CREATE"
+"""Test hook: ``n`` makes the run ``kill -9`` its own process group right after the n-th
+createTask of the run returned and before its task id is written to the ledger (the hardest crash
+window). Never set it outside the crash tests."""
 
 Status = Literal["stored", "already_stored", "submitted", "failed", "unconfirmed"]
 T = TypeVar("T")
@@ -84,6 +95,7 @@ class RequestOutcome:
     manifest_uri: str | None = None
     credits: float | None = None
     error: str | None = None
+    error_type: str | None = None
     retryable: bool | None = None
     wait_seconds: float | None = None
     reserved_credits: float = 0.0
@@ -143,6 +155,8 @@ class BatchRunner:
             pay twice for them; only set it when you know those tasks were never created.
         spend: Credit budget guard; when the next submission would cross it, no more tasks are
             created (those in flight still finish).
+        confirm_timeout_s: With callbacks on, how long after an unconfirmed createTask (state
+            ``submitting``) to wait for the receiver to record its task id.
         on_progress: Called with a one-line summary now and then.
     """
 
@@ -158,9 +172,13 @@ class BatchRunner:
         max_downloads: int = 16,
         resubmit_unconfirmed: bool = False,
         spend: SpendGuard | None = None,
+        confirm_timeout_s: float = 900.0,
         on_progress: Callable[[str], None] | None = None,
     ) -> None:
         self._spend = spend
+        self._confirm_timeout_s = confirm_timeout_s
+        self._creates_returned = 0
+        self._crash_after_create = int(os.environ.get(CRASH_AFTER_CREATE_ENV) or 0)
         self._client = client
         self._store = store
         self._ledger = ledger
@@ -236,11 +254,13 @@ class BatchRunner:
             except KieError as error:
                 outcome.status = "failed"
                 outcome.error = str(error)
+                outcome.error_type = type(error).__name__
                 outcome.retryable = error.retryable
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, BotoCoreError, ClientError) as error:
                 outcome.status = "failed"
                 outcome.error = f"{type(error).__name__}: {error}"
-                outcome.retryable = isinstance(error, OSError)
+                outcome.error_type = type(error).__name__
+                outcome.retryable = is_transient_error(error)
             finally:
                 self._done += 1
         return outcome
@@ -299,21 +319,55 @@ class BatchRunner:
             return None
         if entry is not None and entry.state == "submitting":
             # The receiver may have learned the task id from a callback since we last looked.
-            fresh = await self._io_call(self._ledger.get, item.request_id)
-            if fresh is not None and fresh.task_id:
-                return fresh.task_id
+            task_id = await self._confirm(item, _epoch(entry.updated_at))
+            if task_id is not None:
+                return task_id
             if not self._resubmit_unconfirmed:
-                outcome.status = "unconfirmed"
-                outcome.retryable = False
-                outcome.error = (
+                self._unconfirmed(
+                    outcome,
                     "a createTask for this request may have been sent before an earlier run "
-                    "stopped, and its task id was never recorded; it is not resent so that it "
-                    "is not paid twice. Set resubmit_unconfirmed=True to send it again."
+                    "stopped, and its task id was never recorded",
                 )
                 return None
         return await self._create(item, outcome)
 
-    async def _create(self, item: ParsedRequest, outcome: RequestOutcome) -> str:
+    async def _confirm(self, item: ParsedRequest, since: float) -> str | None:
+        """The task id the receiver recorded for an unconfirmed createTask, if it does in time.
+
+        Without callbacks nobody can record it: one look at the ledger, no waiting.
+        """
+        deadline = since + self._confirm_timeout_s if self._callback_url else 0.0
+        delay = 0.5
+        while True:
+            fresh = await self._io_call(self._ledger.get, item.request_id)
+            if fresh is not None and fresh.task_id and fresh.state in ("submitted", "succeeded"):
+                return fresh.task_id
+            left = deadline - time.time()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 1.5, 5.0)
+
+    def _unconfirmed(self, outcome: RequestOutcome, why: str) -> None:
+        outcome.status = "unconfirmed"
+        outcome.retryable = False
+        outcome.error_type = "Unconfirmed"
+        if self._callback_url:
+            hint = (
+                f"no callback named its task within {self._confirm_timeout_s:g} s either, so "
+                "kie.ai probably never created it"
+            )
+        else:
+            hint = (
+                "without callbacks (callback_url) its task id cannot be found; if kie.ai "
+                "created it, it is paid for and its images are not stored"
+            )
+        outcome.error = (
+            f"{why}; {hint}. It is not resent, so that it is never paid twice: set "
+            "resubmit_unconfirmed=True to send it again (or record its task id in the ledger)."
+        )
+
+    async def _create(self, item: ParsedRequest, outcome: RequestOutcome) -> str | None:
         request = await self._resolve_inputs(item.request)
         callback = (
             callback_url_for(self._callback_url, item.request_id) if self._callback_url else None
@@ -321,6 +375,7 @@ class BatchRunner:
         if self._spend is not None:
             outcome.reserved_credits = self._spend.reserve(request.num_images)
         await self._io_call(self._ledger.record_intent, item.request_id, request.model)
+        sent_at = time.time()
         try:
             task_id = await self._client.create_task(request, callback_url=callback)
         except KieError as error:
@@ -328,7 +383,17 @@ class BatchRunner:
                 self._settle(outcome, None)
                 # Provably no task: clear the intent so the next run sends it normally.
                 await self._io_call(self._ledger.forget, item.request_id)
-            raise
+                raise
+            # The request reached kie.ai but its reply was lost: a task may exist (and be paid).
+            found = await self._confirm(item, sent_at)
+            if found is None:
+                self._unconfirmed(outcome, f"createTask was sent but its reply was lost ({error})")
+            else:
+                outcome.created_task = True
+            return found
+        self._creates_returned += 1
+        if self._creates_returned == self._crash_after_create:
+            _crash_for_test()
         outcome.created_task = True
         await self._io_call(self._ledger.record_submitted, item.request_id, request.model, task_id)
         return task_id
@@ -419,6 +484,36 @@ class BatchRunner:
             content_type=content_type,
             source_url=url,
         )
+
+
+_TRANSIENT_S3_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
+)
+
+
+def is_transient_error(error: Exception) -> bool:
+    """Whether a storage or network error may pass (S3 down, reset, 5xx) — not a bad input."""
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return code in _TRANSIENT_S3_CODES or int(status) >= 500
+    return isinstance(error, (OSError, BotoCoreError))
+
+
+def _crash_for_test() -> None:
+    """``kill -9`` of the whole run (its process group), for the crash tests only."""
+    logger.warning("%s reached: killing this run's process group", CRASH_AFTER_CREATE_ENV)
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _epoch(stamp: str) -> float:
+    """Unix seconds of a ledger timestamp (0 when missing or unreadable: long ago)."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _maybe_created(error: KieError) -> bool:

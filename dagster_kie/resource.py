@@ -31,6 +31,7 @@ from dagster_shared.libraries import DagsterLibraryRegistry
 from pydantic import Field
 
 from dagster_kie import __version__
+from dagster_kie.budget import CreditBudget
 from dagster_kie.client import AsyncKieClient, KieClient
 from dagster_kie.download import DownloadPolicy
 from dagster_kie.polling import PollingPolicy
@@ -81,6 +82,22 @@ class KieResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=False,
         description="Allow result downloads from loopback/private addresses (local emulator only).",
     )
+    credit_budget_per_run: float | None = Field(
+        default=None,
+        description="Most credits one run may spend; when the next submission would cross it, "
+        "the run stops submitting, finishes what is in flight and fails naming the budget. "
+        "Unset: no limit.",
+    )
+    credit_budget_per_day: float | None = Field(
+        default=None,
+        description="Most credits all runs together may spend in one UTC day (shared through "
+        "S3 under {prefix}/_spend/). Unset: no limit.",
+    )
+    credits_per_image: float = Field(
+        default=1.6,
+        description="Expected credits of one image, used to reserve budget before a task has "
+        "reported its real cost (the guard learns the real cost from finished tasks).",
+    )
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
@@ -100,6 +117,14 @@ class KieResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             "polling": PollingPolicy(deadline_s=self.wait_timeout_seconds),
             "download_policy": DownloadPolicy(allow_private_addresses=self.allow_private_downloads),
         }
+
+    def credit_budget(self) -> CreditBudget:
+        """The credit limits this resource sets (``enabled`` is False when none is set)."""
+        return CreditBudget(
+            per_run=self.credit_budget_per_run,
+            per_day=self.credit_budget_per_day,
+            credits_per_image=self.credits_per_image,
+        )
 
     def build_client(self) -> KieClient:
         """A new sync client with this resource's settings (close it yourself)."""
