@@ -76,7 +76,7 @@ from dagster_kie.models import (
     parse_request,
 )
 from dagster_kie.polling import DurationEstimator, PollingPolicy, PollingStats
-from dagster_kie.rate_limit import RateLimiter, RateLimits
+from dagster_kie.rate_limit import RateLimiter, RateLimits, Ticket
 
 __all__ = ["AnyRequest", "EventHook", "KieCore"]
 
@@ -199,11 +199,19 @@ class KieCore:
         """One API call: pace it, send it, parse it, retry it when the rules allow."""
 
         def attempt() -> Step[T]:
+            ticket: Ticket | None = None
             if kind is not None:
-                delay = self.limiter.window(kind).reserve()
-                if delay > 0:
-                    yield Sleep(delay)
-            response = yield from send(build())
+                window = self.limiter.window(kind)
+                delay = window.reserve()
+                while ticket is None:
+                    if delay > 0:
+                        yield Sleep(delay)
+                    delay, ticket = window.admit()
+            try:
+                response = yield from send(build())
+            finally:
+                if kind is not None:
+                    self.limiter.window(kind).done(ticket)
             try:
                 return parse(response)
             except KieError as error:

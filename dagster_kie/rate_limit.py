@@ -8,7 +8,9 @@ The windows are *reservation based*: :meth:`SlidingWindow.reserve` books the ear
 keeps every window of ``window_s`` seconds at or under ``limit`` sends, and returns how long the
 caller must wait for it. The caller sleeps however it sleeps (``time.sleep`` in the sync client,
 ``asyncio.sleep`` in the async one), so one implementation serves both, and a burst of 1,000
-submissions leaves at exactly the allowed pace, in order, without busy waiting.
+submissions leaves at exactly the allowed pace, in order, without busy waiting. When the slot is
+reached, :meth:`SlidingWindow.admit` checks the sends actually made (a send occupies the window
+until its reply arrived), so a late wake-up or a slow reply never lets one call too many through.
 
 Example:
     >>> clock = iter([0.0, 0.0, 0.0]).__next__
@@ -26,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RateLimiter", "RateLimits", "SlidingWindow"]
+__all__ = ["RateLimiter", "RateLimits", "SlidingWindow", "Ticket"]
 
 Clock = Callable[[], float]
 
@@ -39,15 +41,15 @@ class RateLimits:
         create_per_window: createTask (and Remix) calls allowed per window.
         create_window_s: Length of the createTask window in seconds.
         queries_per_second: recordInfo, credit and download-url calls per second.
-        margin_s: Extra spacing added to each window, absorbing network jitter so that the
-            server's own sliding window never sees one call too many.
+        margin_s: Extra spacing added to each window (clock granularity); slow replies and late
+            wake-ups are already accounted for by :meth:`SlidingWindow.admit`.
         penalty_s: How long the limiter pauses after a 429 that carried no ``Retry-After``.
     """
 
     create_per_window: int = 20
     create_window_s: float = 10.0
     queries_per_second: float = 10.0
-    margin_s: float = 0.05
+    margin_s: float = 0.02
     penalty_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -59,8 +61,28 @@ class RateLimits:
             raise ValueError("margin_s and penalty_s must not be negative")
 
 
+class Ticket:
+    """One send admitted by :meth:`SlidingWindow.admit`; hand it back to :meth:`~SlidingWindow.done`
+    when the reply (or the failure) arrived."""
+
+    __slots__ = ("done_at", "sent_at")
+
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
+        self.done_at: float | None = None
+
+
 class SlidingWindow:
-    """At most ``limit`` reservations in any ``window_s + margin_s`` seconds (thread-safe).
+    """At most ``limit`` sends in any ``window_s + margin_s`` seconds (thread-safe).
+
+    Two layers keep the server's own window from ever seeing one send too many:
+
+    * :meth:`reserve` books the earliest slot that keeps the pace, so a burst is spread out
+      in order, each caller sleeping until its slot;
+    * :meth:`admit`, called when the slot is reached, checks the sends actually made: a send
+      counts from when it was admitted until its reply arrived *plus* the window (the server saw
+      it at some moment in between). When an earlier caller slipped (a late wake-up, a slow
+      reply), it answers with a further delay instead of a ticket.
 
     Args:
         limit: Sends allowed per window.
@@ -68,6 +90,9 @@ class SlidingWindow:
         margin_s: Extra seconds added to the window.
         clock: A monotonic clock (injectable for tests).
     """
+
+    PENDING_RECHECK_S = 0.02
+    """How soon to ask again while the send that must age out has no reply yet."""
 
     def __init__(
         self,
@@ -84,13 +109,14 @@ class SlidingWindow:
         self._clock = clock
         self._lock = threading.Lock()
         self._booked: deque[float] = deque(maxlen=limit)
+        self._sent: deque[Ticket] = deque()
         self._paused_until = -math.inf
 
     def reserve(self) -> float:
         """Book the next send slot.
 
         Returns:
-            Seconds to wait before sending (0.0 when the call may go now).
+            Seconds to wait before calling :meth:`admit` (0.0 when the call may go now).
         """
         with self._lock:
             now = self._clock()
@@ -103,8 +129,55 @@ class SlidingWindow:
             self._booked.append(at)
             return at - now
 
+    def admit(self) -> tuple[float, Ticket | None]:
+        """Admit a send now if the sends actually made allow it.
+
+        Returns:
+            ``(0.0, ticket)`` when the request may be sent now (call :meth:`done` with the ticket
+            afterwards), or ``(delay, None)``: wait ``delay`` seconds and ask again.
+        """
+        with self._lock:
+            now = self._clock()
+            if now < self._paused_until:
+                return self._paused_until - now, None
+            horizon = now - self.window_s
+            while (
+                self._sent
+                and self._sent[0].done_at is not None
+                and (self._sent[0].done_at <= horizon)
+            ):
+                self._sent.popleft()
+            # a send without a reply yet may have reached the server just now
+            live = sorted(
+                (now, True) if t.done_at is None else (t.done_at, False)
+                for t in self._sent
+                if t.done_at is None or t.done_at > horizon
+            )
+            if len(live) >= self.limit:
+                blocker, pending = live[len(live) - self.limit]
+                if pending:  # it ages out only after its reply arrived
+                    return self.PENDING_RECHECK_S, None
+                return blocker + self.window_s - now, None
+            ticket = Ticket(now)
+            self._sent.append(ticket)
+            return 0.0, ticket
+
+    def done(self, ticket: Ticket | None) -> None:
+        """Record that the reply of an admitted send arrived (or that it failed)."""
+        if ticket is None:
+            return
+        with self._lock:
+            if ticket.done_at is None:
+                ticket.done_at = self._clock()
+            # keep the log ordered by completion-or-admission for cheap pruning
+            if len(self._sent) > 4 * self.limit:
+                horizon = self._clock() - self.window_s
+                self._sent = deque(
+                    t for t in self._sent if t.done_at is None or t.done_at > horizon
+                )
+
     def pause(self, seconds: float) -> None:
-        """Hold back every reservation made from now on for ``seconds`` (after a 429)."""
+        """Hold back every send from now on for ``seconds`` (after a 429)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
 

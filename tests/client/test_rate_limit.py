@@ -139,3 +139,55 @@ def test_client_paces_create_task_calls(make_api: object, script: Script, clock:
         api.create_task(body)
     assert max_in_any_window(sent_at, 2.0) == 4
     assert sent_at[-1] - sent_at[0] == pytest.approx(8.0)
+
+
+def test_a_late_caller_does_not_let_one_send_too_many_through() -> None:
+    """Booked slots assume everyone is on time; admit() checks the sends actually made."""
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(2, 1.0, clock=clock.monotonic)
+    sends: list[float] = []
+
+    def go(delay: float) -> None:
+        clock.now = max(clock.now, start + delay)
+        while True:
+            wait, ticket = window.admit()
+            if ticket is not None:
+                sends.append(clock.now)
+                window.done(ticket)
+                return
+            clock.now += wait
+
+    start = 0.0
+    delays = [window.reserve() for _ in range(4)]  # booked: 0, 0, 1, 1
+    assert delays == [0.0, 0.0, 1.0, 1.0]
+    go(delays[0])
+    clock.now = 0.5  # the second caller wakes up late
+    go(delays[1])
+    go(delays[2])
+    go(delays[3])  # booked for 1.0, but 0.5 and 1.0 are in its window: it must wait
+    assert sends == [0.0, 0.5, 1.0, 1.5]
+    assert max_in_any_window(sends, 1.0) <= 2
+
+
+def test_a_send_counts_until_its_reply_arrives() -> None:
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(1, 1.0, clock=clock.monotonic)
+    _, first = window.admit()
+    assert first is not None
+    clock.now = 1.5  # no reply yet: the server may see the first request right now
+    wait, ticket = window.admit()
+    assert ticket is None and 0 < wait < 0.1
+    clock.now = 1.6
+    window.done(first)
+    wait, ticket = window.admit()
+    assert ticket is None and wait == pytest.approx(1.0)
+    clock.now = 2.6
+    assert window.admit()[1] is not None
+
+
+def test_pause_also_holds_back_admission() -> None:
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(5, 1.0, clock=clock.monotonic)
+    window.pause(2.0)
+    wait, ticket = window.admit()
+    assert ticket is None and wait == pytest.approx(2.0)
