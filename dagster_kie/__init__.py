@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "RemixImageRequest": "dagster_kie.models",
     "KieError": "dagster_kie.errors",
     "parse_prompt_file": "dagster_kie.prompts",
+    "RecordDefaults": "dagster_kie.prompts",
     "LocalPromptSource": "dagster_kie.sources",
     "S3PromptSource": "dagster_kie.sources",
     "ImageStore": "dagster_kie.storage",
@@ -35,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "build_prompt_sensor": "dagster_kie.sensors",
     "build_retry_sensor": "dagster_kie.sensors",
     "build_batch_schedule": "dagster_kie.schedules",
+    "KieImageGeneration": "dagster_kie.component",
 }
 
 __all__ = [
@@ -45,10 +47,12 @@ __all__ = [
     "KieAssets",
     "KieClient",
     "KieError",
+    "KieImageGeneration",
     "KieResource",
     "LocalPromptSource",
     "PollingPolicy",
     "RateLimits",
+    "RecordDefaults",
     "RemixImageRequest",
     "S3PromptSource",
     "TaskLedger",
@@ -66,12 +70,13 @@ if TYPE_CHECKING:
     from dagster_kie.assets import KieAssets, build_kie_assets
     from dagster_kie.batch import BatchRunner
     from dagster_kie.client import AsyncKieClient, KieClient
+    from dagster_kie.component import KieImageGeneration
     from dagster_kie.download import DownloadPolicy
     from dagster_kie.errors import KieError
     from dagster_kie.ledger import TaskLedger
     from dagster_kie.models import RemixImageRequest, TaskRecord, parse_request
     from dagster_kie.polling import PollingPolicy
-    from dagster_kie.prompts import parse_prompt_file
+    from dagster_kie.prompts import RecordDefaults, parse_prompt_file
     from dagster_kie.rate_limit import RateLimits
     from dagster_kie.resource import KieResource
     from dagster_kie.schedules import build_batch_schedule

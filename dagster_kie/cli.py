@@ -260,18 +260,33 @@ def task(settings: _Settings, task_id: str, as_json: bool) -> None:
     show_default=True,
     help="Price used for the estimate.",
 )
-def validate(files: tuple[Path, ...], credits_per_image: float) -> None:
+@click.option(
+    "--model",
+    type=click.Choice(MODELS),
+    default=MODELS[0],
+    show_default=True,
+    help="Model of records that do not name one (text lines, shorthand records).",
+)
+@click.option("--default", "defaults", multiple=True, metavar="KEY=VALUE",
+              help="Input field applied to every record that does not set it (repeatable); "
+                   "VALUE is JSON, or else a plain string.")  # fmt: skip
+def validate(files: tuple[Path, ...], credits_per_image: float, model: str,
+             defaults: tuple[str, ...]) -> None:  # fmt: skip
     """Check prompt files without spending anything (a dry run of a batch).
 
     Prints every invalid record (file, line, field, allowed values) and how many tasks and images
     the valid ones would create. Exits 1 if any file or record is invalid.
     """
-    from dagster_kie.prompts import PromptFileError, parse_prompt_file
+    from dagster_kie.prompts import PromptFileError, RecordDefaults, parse_prompt_file
 
+    try:
+        record_defaults = RecordDefaults(model, _parse_defaults(defaults))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     tasks = images = bad = 0
     for path in files:
         try:
-            batch = parse_prompt_file(path.name, path.read_bytes())
+            batch = parse_prompt_file(path.name, path.read_bytes(), defaults=record_defaults)
         except PromptFileError as error:
             click.secho(f"{path}: {error.reason}", fg="red")
             bad += 1
@@ -286,6 +301,19 @@ def validate(files: tuple[Path, ...], credits_per_image: float) -> None:
     click.echo(f"would create {tasks} tasks and {images} images "
                f"(~{images * credits_per_image:g} credits); {bad} problems")  # fmt: skip
     sys.exit(EXIT_FAILED if bad else 0)
+
+
+def _parse_defaults(items: Sequence[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--default {item!r}: expected KEY=VALUE")
+        try:
+            parsed[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = text
+    return parsed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,8 +17,8 @@ optional batch schedule, and the ``kie`` and ``s3`` resources) in a ``defs.yaml`
 ``dg scaffold defs dagster_kie.component.KieImageGeneration my_images`` writes such a file (and an
 example prompt file) for you.
 
-``model`` and ``defaults`` are applied to each prompt record before it is validated, by
-:class:`PromptDefaultsSource`, a :class:`~dagster_kie.sources.PromptSource` wrapper.
+``model`` and ``defaults`` become a :class:`~dagster_kie.prompts.RecordDefaults`, applied by
+the prompt parser to every record.
 """
 
 from __future__ import annotations
@@ -27,33 +27,16 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
 from dagster.components.component_scaffolding import scaffold_component
-from pydantic import (
-    BaseModel,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from dagster_kie.models import (
-    CHARACTER,
-    MODELS,
-    REFRAME,
-    TEXT_TO_IMAGE,
-    CharacterInput,
-    ReframeInput,
-    TextToImageInput,
-    parse_request,
-)
+from dagster_kie.models import CHARACTER, MODELS, REFRAME, TEXT_TO_IMAGE
+from dagster_kie.prompts import RecordDefaults
 from dagster_kie.sources import LocalPromptSource, PromptSource, S3PromptSource
 
 __all__ = [
@@ -61,231 +44,15 @@ __all__ = [
     "KieImageGenerationScaffoldParams",
     "KieImageGenerationScaffolder",
     "KieModel",
-    "PromptDefaultsSource",
     "S3Prompts",
-    "apply_record_defaults",
-    "rewrite_prompt_file",
-    "validate_defaults",
 ]
 
 KieModel = Literal["ideogram/v3-text-to-image", "ideogram/v3-reframe", "ideogram/character"]
 """The models a component (and its records) may name."""
 _DEFAULT_MODEL: KieModel = "ideogram/v3-text-to-image"
 
-_INPUT_FIELDS: dict[str, frozenset[str]] = {
-    TEXT_TO_IMAGE: frozenset(TextToImageInput.model_fields),
-    REFRAME: frozenset(ReframeInput.model_fields),
-    CHARACTER: frozenset(CharacterInput.model_fields),
-}
-"""The ``input`` fields each model accepts."""
-
-_REQUIRED_PLACEHOLDERS: dict[str, dict[str, Any]] = {
-    TEXT_TO_IMAGE: {"prompt": "placeholder"},
-    REFRAME: {"image_url": "placeholder"},
-    CHARACTER: {"prompt": "placeholder", "reference_image_urls": ["placeholder"]},
-}
-"""Stand-ins for each model's required per-record fields, to validate ``defaults`` alone."""
-
-_TXT_ALIAS_SUFFIX = ".jsonl"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-_RESOURCE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-# --------------------------------------------------------------------------------------------
-# Record defaults (a PromptSource wrapper)
-# --------------------------------------------------------------------------------------------
-
-
-def _defaults_for(model: Any, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    fields = _INPUT_FIELDS.get(model, frozenset()) if isinstance(model, str) else frozenset()
-    return {key: value for key, value in defaults.items() if key in fields}
-
-
-def apply_record_defaults(record: Any, *, model: str, defaults: Mapping[str, Any]) -> Any:
-    """Turn one prompt record into a full createTask body with the default model and inputs.
-
-    A plain string or a shorthand record (``{"prompt": ..., ...}``) becomes a body for ``model``;
-    a full body (``{"model": ..., "input": {...}}``) keeps its model (``model`` when it has
-    none). The defaults that the body's model accepts are merged into its ``input``; the record's
-    own values win. Anything else (a number, a list, an unknown model's fields) is returned as it
-    is, for the parser to report.
-
-    Args:
-        record: One record as decoded from JSON, or one line of a text file.
-        model: The model of records that do not name one.
-        defaults: Input fields applied to every record that does not set them.
-
-    Returns:
-        The rewritten record.
-    """
-    if isinstance(record, str):
-        record = {"prompt": record}
-    if not isinstance(record, dict):
-        return record
-    if "input" in record or "model" in record:
-        body = dict(record)
-        body.setdefault("model", model)
-        given = body.get("input")
-        if isinstance(given, dict):
-            body["input"] = {**_defaults_for(body["model"], defaults), **given}
-        return body
-    shorthand = dict(record)
-    request_id = shorthand.pop("id", None)
-    body = {"model": model, "input": {**_defaults_for(model, defaults), **shorthand}}
-    if request_id is not None:
-        body["id"] = request_id
-    return body
-
-
-def _dump_record(record: Any) -> str:
-    # ASCII only: a raw U+2028 in the output would split a JSON Lines line in two.
-    return json.dumps(record, ensure_ascii=True)
-
-
-def rewrite_prompt_file(
-    name: str, content: bytes, *, model: str, defaults: Mapping[str, Any]
-) -> bytes:
-    """Apply :func:`apply_record_defaults` to every record of one prompt file.
-
-    JSON Lines stay JSON Lines and JSON stays JSON; a text file (``*.txt``) becomes JSON Lines
-    (plain text cannot carry a model or inputs). Line numbers are kept, so the parser's messages
-    still point at the original lines. Content the parser would refuse (not UTF-8, a JSON
-    document that does not parse, an unknown suffix) is returned unchanged for it to report.
-
-    Args:
-        name: The file's name; its suffix selects the format.
-        content: The file's bytes.
-        model: The model of records that do not name one.
-        defaults: Input fields applied to every record that does not set them.
-
-    Returns:
-        The rewritten file (JSON Lines for a ``*.txt`` file).
-    """
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return content
-    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if suffix == "txt":
-        lines = [
-            _dump_record(apply_record_defaults(line.strip(), model=model, defaults=defaults))
-            if line.strip() and not line.lstrip().startswith("#")
-            else ""
-            for line in text.splitlines()
-        ]
-        return "\n".join(lines).encode("utf-8")
-    if suffix == "jsonl":
-        out: list[str] = []
-        for line in text.splitlines():
-            try:
-                record = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                out.append(line)  # reported by the parser, on the same line
-                continue
-            out.append(
-                _dump_record(apply_record_defaults(record, model=model, defaults=defaults))
-                if line.strip()
-                else ""
-            )
-        return "\n".join(out).encode("utf-8")
-    if suffix == "json":
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError:
-            return content
-        if isinstance(document, list):
-            rewritten: Any = [
-                apply_record_defaults(item, model=model, defaults=defaults) for item in document
-            ]
-        else:
-            rewritten = apply_record_defaults(document, model=model, defaults=defaults)
-        return _dump_record(rewritten).encode("utf-8")
-    return content
-
-
-@dataclass(frozen=True)
-class PromptDefaultsSource:
-    """A :class:`~dagster_kie.sources.PromptSource` that applies a default model and inputs.
-
-    Every record read through it is rewritten by :func:`apply_record_defaults` before the
-    parser sees it. Text files cannot carry a model or inputs, so each ``name.txt`` is listed as
-    ``name.txt.jsonl`` (its partition key) and read as JSON Lines, line for line. (If a real
-    ``name.txt.jsonl`` exists too, it wins and ``name.txt`` is not listed.) Fingerprints are the
-    inner source's, so changing the defaults does not re-run files already handled.
-
-    Args:
-        inner: The source the files come from.
-        model: The model of records that do not name one.
-        defaults: Input fields applied to every record that does not set them.
-    """
-
-    inner: PromptSource
-    model: str = TEXT_TO_IMAGE
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def description(self) -> str:
-        """The inner source's description."""
-        return self.inner.description
-
-    def scan(self) -> dict[str, str]:
-        """The inner listing, with ``*.txt`` files renamed ``*.txt.jsonl``."""
-        listed = self.inner.scan()
-        found: dict[str, str] = {}
-        for name, fingerprint in listed.items():
-            if name.lower().endswith(".txt"):
-                alias = name + _TXT_ALIAS_SUFFIX
-                if alias not in listed:
-                    found[alias] = fingerprint
-            else:
-                found[name] = fingerprint
-        return found
-
-    def read(self, name: str) -> bytes:
-        """Read one file (a ``*.txt.jsonl`` alias reads its ``*.txt``) and rewrite its records."""
-        if name.lower().endswith(".txt"):
-            # Only a name that was never listed: served as it is, parsed as plain text.
-            return self.inner.read(name)
-        if name.lower().endswith(".txt" + _TXT_ALIAS_SUFFIX):
-            try:
-                content = self.inner.read(name)
-            except FileNotFoundError:
-                original = name[: -len(_TXT_ALIAS_SUFFIX)]
-                content = self.inner.read(original)
-                return rewrite_prompt_file(
-                    original, content, model=self.model, defaults=self.defaults
-                )
-            return rewrite_prompt_file(name, content, model=self.model, defaults=self.defaults)
-        return rewrite_prompt_file(
-            name, self.inner.read(name), model=self.model, defaults=self.defaults
-        )
-
-
-def validate_defaults(model: str, defaults: Mapping[str, Any]) -> None:
-    """Check ``defaults`` against ``model``'s input fields and their allowed values.
-
-    Raises:
-        ValueError: naming each bad field, what it allows, and the model's input fields.
-    """
-    body = {"model": model, "input": {**_REQUIRED_PLACEHOLDERS[model], **defaults}}
-    try:
-        parse_request(body)
-    except ValidationError as exc:
-        problems = []
-        for item in exc.errors(include_url=False):
-            loc = [str(part) for part in item["loc"] if str(part) not in MODELS]
-            where = ".".join(loc[1:] if loc[:1] == ["input"] else loc) or "input"
-            problems.append(f"{where}: {item['msg']}")
-        allowed = ", ".join(sorted(_INPUT_FIELDS[model]))
-        raise ValueError(
-            f"defaults do not fit {model}: {'; '.join(problems)} (its input fields: {allowed})"
-        ) from None
-
-
-# --------------------------------------------------------------------------------------------
-# The component
-# --------------------------------------------------------------------------------------------
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 @functools.cache
@@ -307,15 +74,8 @@ def _shared_kie_resource(
     """One ``KieResource`` per configuration (Dagster merges resources by identity)."""
     from dagster_kie.resource import KieResource
 
-    options: dict[str, Any] = {
-        key: value
-        for key, value in {
-            "base_url": base_url,
-            "upload_base_url": upload_base_url,
-            "callback_url": callback_url,
-        }.items()
-        if value
-    }
+    urls = {"base_url": base_url, "upload_base_url": upload_base_url, "callback_url": callback_url}
+    options: dict[str, Any] = {key: url for key, url in urls.items() if url}
     return KieResource(
         api_key=dg.EnvVar(api_key_env), allow_private_downloads=allow_private_downloads, **options
     )
@@ -492,7 +252,7 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
     )
     api_key_env: str = Field(
         default="KIE_API_KEY",
-        pattern=_ENV_NAME_PATTERN,
+        pattern=_IDENTIFIER,
         description="Environment variable holding the kie.ai API key (read at run time).",
     )
     base_url: str | None = Field(default=None, description="Jobs API base URL.")
@@ -507,12 +267,12 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
     )
     kie_resource_key: str = Field(
         default="kie",
-        pattern=_RESOURCE_KEY_PATTERN,
+        pattern=_IDENTIFIER,
         description="Resource key of the KieResource (another component with other settings "
         "needs another key).",
     )
     s3_resource_key: str = Field(
-        default="s3", pattern=_RESOURCE_KEY_PATTERN, description="Resource key of the S3Resource."
+        default="s3", pattern=_IDENTIFIER, description="Resource key of the S3Resource."
     )
     sensors_running: bool = Field(
         default=False, description="Start the sensors and the schedule as soon as they load."
@@ -536,9 +296,8 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
     @field_validator("defaults")
     @classmethod
     def _check_defaults(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        model = info.data.get("default_model")
-        if model in _INPUT_FIELDS:
-            validate_defaults(model, value)
+        if "default_model" in info.data:  # else the model is invalid: that error is reported
+            RecordDefaults(info.data["default_model"], value)
         return value
 
     @model_validator(mode="after")
@@ -559,15 +318,16 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
         if allow_private is None:
             allow_private = urlparse(self.base_url or "").hostname in _LOOPBACK_HOSTS
         return _shared_kie_resource(
-            self.api_key_env,
-            self.base_url,
-            self.upload_base_url,
-            self.callback_url,
-            allow_private,
+            self.api_key_env, self.base_url, self.upload_base_url, self.callback_url, allow_private
         )
 
+    @property
+    def record_defaults(self) -> RecordDefaults:
+        """``model`` and ``defaults``, as the prompt parser applies them to every record."""
+        return RecordDefaults(self.default_model, self.defaults)
+
     def prompt_source(self, base_dir: Path | str, s3: Any = None) -> PromptSource:
-        """The source the sensor watches and the assets read, with model and defaults applied.
+        """The source the sensor watches and the assets read.
 
         Args:
             base_dir: The folder a relative ``prompts_dir`` is relative to (the component's
@@ -578,18 +338,11 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
         Returns:
             The prompt source.
         """
-        source: PromptSource
         if self.prompts_s3 is not None:
             s3 = s3 if s3 is not None else self._s3_resource()
-            source = S3PromptSource(s3.get_client, self.prompts_s3.bucket, self.prompts_s3.prefix)
-        else:
-            folder = Path(str(self.prompts_dir))
-            if not folder.is_absolute():
-                folder = Path(base_dir) / folder
-            source = LocalPromptSource(str(folder))
-        if self.default_model == TEXT_TO_IMAGE and not self.defaults:
-            return source
-        return PromptDefaultsSource(source, self.default_model, dict(self.defaults))
+            return S3PromptSource(s3.get_client, self.prompts_s3.bucket, self.prompts_s3.prefix)
+        folder = Path(str(self.prompts_dir))
+        return LocalPromptSource(str(folder if folder.is_absolute() else Path(base_dir) / folder))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """Build the assets, checks, job, sensors, schedule and resources.
@@ -607,6 +360,7 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
         base = _name_part(self.asset_key_prefix)
         s3 = self._s3_resource()
         source = self.prompt_source(context.path, s3)
+        record_defaults = self.record_defaults
         kie_assets = build_kie_assets(
             source=source,
             bucket=self.bucket,
@@ -618,12 +372,9 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
             job_name=f"{base}_generate_images",
             kie_resource_key=self.kie_resource_key,
             s3_resource_key=self.s3_resource_key,
+            record_defaults=record_defaults,
         )
-        sensor_status = (
-            dg.DefaultSensorStatus.RUNNING
-            if self.sensors_running
-            else dg.DefaultSensorStatus.STOPPED
-        )
+        status = "RUNNING" if self.sensors_running else "STOPPED"
         sensors = [
             build_prompt_sensor(
                 job=kie_assets.job,
@@ -631,13 +382,14 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
                 source=source,
                 name=f"{base}_prompt_sensor",
                 minimum_interval_seconds=self.prompt_sensor_interval_seconds,
-                default_status=sensor_status,
+                default_status=dg.DefaultSensorStatus(status),
+                record_defaults=record_defaults,
             ),
             build_retry_sensor(
                 job=kie_assets.job,
                 name=f"{base}_retry_sensor",
                 max_attempts=self.max_attempts,
-                default_status=sensor_status,
+                default_status=dg.DefaultSensorStatus(status),
             ),
         ]
         schedules = []
@@ -649,11 +401,7 @@ class KieImageGeneration(dg.Component, dg.Resolvable, dg.Model):
                     cron_schedule=self.schedule_cron,
                     name=f"{base}_batch_schedule",
                     execution_timezone=self.schedule_timezone,
-                    default_status=(
-                        dg.DefaultScheduleStatus.RUNNING
-                        if self.sensors_running
-                        else dg.DefaultScheduleStatus.STOPPED
-                    ),
+                    default_status=dg.DefaultScheduleStatus(status),
                 )
             )
         return dg.Definitions(

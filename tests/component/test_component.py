@@ -16,8 +16,9 @@ from dagster.components.testing import create_defs_folder_sandbox
 from dagster.components.testing.utils import component_defs
 from dagster_aws.s3 import S3Resource
 
-from dagster_kie.component import KieImageGeneration, PromptDefaultsSource
+from dagster_kie.component import KieImageGeneration
 from dagster_kie.models import CHARACTER, MODELS
+from dagster_kie.prompts import RecordDefaults, parse_prompt_file
 from dagster_kie.resource import KieResource
 
 TYPE = "dagster_kie.component.KieImageGeneration"
@@ -190,8 +191,8 @@ def test_relative_prompts_dir_is_relative_to_the_defs_folder(
         result = sensor(dg.build_sensor_context(instance=instance))
         assert isinstance(result, dg.SensorResult)
         requested = sorted(str(request.partition_key) for request in result.run_requests or [])
-        # text files are listed under a .jsonl alias, so defaults can be applied to them
-        assert requested == ["example.jsonl", "more.txt.jsonl"]
+        # a text file keeps its own name as partition key (the parser applies the defaults)
+        assert requested == ["example.jsonl", "more.txt"]
 
 
 def test_component_defs_from_python(tmp_path: Path) -> None:
@@ -219,13 +220,14 @@ def test_defaults_reach_the_validated_requests(
     }
     with load(attributes) as (component, defs, path):
         (path / "prompts" / "cats.txt").write_text("a cat in a hat\n")
-        source = component.prompt_source(path)
-        assert isinstance(source, PromptDefaultsSource)
-        instance.add_dynamic_partitions("kie_prompt_files", ["cats.txt.jsonl"])
+        assert component.record_defaults == RecordDefaults(
+            "ideogram/v3-text-to-image", {"rendering_speed": "TURBO", "image_size": "portrait_4_3"}
+        )
+        instance.add_dynamic_partitions("kie_prompt_files", ["cats.txt"])
         requests_asset = defs.resolve_assets_def(dg.AssetKey(["kie", "generation_requests"]))
         result = dg.materialize(
             [requests_asset],
-            partition_key="cats.txt.jsonl",
+            partition_key="cats.txt",
             instance=instance,
         )
         assert result.success
@@ -259,15 +261,15 @@ def test_prompts_from_an_s3_prefix(instance: dg.DagsterInstance, moto_s3: tuple[
         assert isinstance(result, dg.SensorResult)
         assert sorted(str(r.partition_key) for r in result.run_requests or []) == [
             "a.jsonl",
-            "b.txt.jsonl",
+            "b.txt",
         ]
 
 
-def test_without_model_or_defaults_the_source_is_not_wrapped(tmp_path: Path) -> None:
+def test_without_model_or_defaults_records_parse_as_without_a_component(tmp_path: Path) -> None:
     component = KieImageGeneration.from_attributes_dict(
         attributes={"prompts_dir": str(tmp_path), "bucket": "b"}
     )
-    assert not isinstance(component.prompt_source(tmp_path), PromptDefaultsSource)
+    assert component.record_defaults == RecordDefaults()
 
 
 # --- clear errors -------------------------------------------------------------------------------
@@ -323,9 +325,8 @@ def test_scaffold_params_select_model_and_s3_prefix() -> None:
 def test_scaffolded_example_fits_its_model() -> None:
     with load(scaffold_params={"model": CHARACTER}) as (component, _, path):
         source = component.prompt_source(path)
-        from dagster_kie.prompts import parse_prompt_file
-
-        batch = parse_prompt_file("example.jsonl", source.read("example.jsonl"))
+        content = source.read("example.jsonl")
+        batch = parse_prompt_file("example.jsonl", content, defaults=component.record_defaults)
         assert batch.parsed and not batch.invalid
         assert batch.parsed[0].request.model == CHARACTER
 

@@ -21,6 +21,8 @@ import pytest
 from dagster._core.definitions.instigation_logger import get_instigation_log_records
 from moto import mock_aws
 
+from dagster_kie.models import REFRAME
+from dagster_kie.prompts import RecordDefaults
 from dagster_kie.sensors import (
     ATTEMPT_TAG,
     FINGERPRINT_TAG,
@@ -381,6 +383,18 @@ def test_read_error_is_retried_next_tick(instance: dg.DagsterInstance, folder: P
     assert any("Could not read prompt file 'cats.jsonl'" in m for m in first.messages("WARNING"))
 
     assert ticker.tick().partitions == ["cats.jsonl"]
+
+
+def test_record_defaults_apply_when_files_are_checked(
+    instance: dg.DagsterInstance, folder: Path
+) -> None:
+    # shorthand reframe records are valid only with the default model
+    write(folder, "frames.jsonl", json.dumps({"image_url": "https://x/p.png"}) + "\n")
+    source = LocalPromptSource(str(folder))
+    assert prompt_ticker(instance, source, name="plain").tick().run_requests == []
+    defaults = RecordDefaults(REFRAME, {"rendering_speed": "TURBO"})
+    tick = prompt_ticker(instance, source, name="with_defaults", record_defaults=defaults).tick()
+    assert tick.partitions == ["frames.jsonl"]
 
 
 def test_ten_thousand_files_ten_new(instance: dg.DagsterInstance, folder: Path) -> None:
