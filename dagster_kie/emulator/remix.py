@@ -104,9 +104,13 @@ async def remix(request: Request, ctx: Ctx) -> Response:
     task.input = {**req.fields, "style_type": req.style_type or "AUTO", "seed": seed}
     state.add_task(task)
     if state.settings.remix_mode == "sync":
-        await asyncio.sleep(max(0.0, task.end - time.time()))
-        state.advance()
-        return json_reply(_sync_body(task))
+        # Sleep until the task has really ended (a wake-up a hair early must not read it as
+        # unfinished, which would report the images as unsafe).
+        while True:
+            await asyncio.sleep(max(0.01, task.end - time.time()))
+            state.advance()
+            if task.finished:
+                return json_reply(_sync_body(task))
     return json_reply(
         {
             "code": 0,
