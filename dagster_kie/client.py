@@ -60,11 +60,13 @@ __all__ = ["API_KEY_ENV", "AsyncKieClient", "KieClient"]
 T = TypeVar("T")
 
 API_KEY_ENV = "KIE_API_KEY"
+"""Environment variable the clients read the API key from when none is passed."""
 BASE_URL_ENV = "KIE_BASE_URL"
+"""Environment variable read for the jobs API base URL when none is passed."""
 UPLOAD_BASE_URL_ENV = "KIE_UPLOAD_BASE_URL"
+"""Environment variable read for the file-upload base URL when none is passed."""
 DEFAULT_BASE_URL = "https://api.kie.ai"
 DEFAULT_UPLOAD_BASE_URL = "https://kieai.redpandaai.co"
-"""Environment variable the clients read the API key from when none is passed."""
 
 _SLEEP_SLICE_S = 0.25
 _DEFAULT_REMIX_TASK_PATH = "/ideogram/tasks/{task_id}"
