@@ -66,10 +66,10 @@ TASK_SECONDS = 2.0
 
 
 def documented_dagster_yaml() -> str:
-    """The ``dagster.yaml`` block of docs/deployment.md (the one that starts ``# dagster.yaml``)."""
+    """The ``dagster.yaml`` block of docs/deployment.md (its first line is ``# dagster.yaml``)."""
     text = DEPLOYMENT_DOC.read_text(encoding="utf-8")
-    for block in re.findall(r"```ya?ml\n(.*?)```", text, flags=re.DOTALL):
-        if block.lstrip().startswith("# dagster.yaml"):
+    for block in re.findall(r"^```yaml\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE):
+        if block.splitlines()[0].strip() == "# dagster.yaml":
             return str(block)
     raise AssertionError(f"no ```yaml block starting with '# dagster.yaml' in {DEPLOYMENT_DOC}")
 
