@@ -8,7 +8,8 @@ The money rules, in order:
 
 1. A request whose manifest is already in S3 is done: nothing is sent.
 2. A request the ledger knows a task for resumes waiting on that task: nothing is paid again.
-3. Otherwise the intent is written to the ledger *before* ``createTask`` and the task id right
+3. Otherwise the intent is written to the ledger *before* ``createTask`` (at the client's
+   createTask pace, so only requests really about to be sent have one) and the task id right
    after it returns. A crash between the two (or a createTask whose reply was lost after it was
    sent) leaves an entry in state ``submitting``; it is not resent blindly (the task may exist):
    with callbacks on, the receiver records its task id from the callback (``callBackUrl`` names
@@ -45,6 +46,7 @@ from dagster_kie.errors import GenerationFailedError, KieError, TransportError
 from dagster_kie.ledger import LedgerEntry, TaskLedger
 from dagster_kie.models import TaskRecord, image_sources, with_image_sources
 from dagster_kie.prompts import ParsedRequest
+from dagster_kie.rate_limit import SlidingWindow
 from dagster_kie.storage import ImageStore, parse_s3_uri
 
 __all__ = ["BatchReport", "BatchRunner", "RequestOutcome", "StoredImage", "is_transient_error"]
@@ -179,6 +181,11 @@ class BatchRunner:
         self._confirm_timeout_s = confirm_timeout_s
         self._creates_returned = 0
         self._crash_after_create = int(os.environ.get(CRASH_AFTER_CREATE_ENV) or 0)
+        # Intents are written at the client's createTask pace, just before each send: a crash then
+        # leaves at most the few requests really in flight in state 'submitting', not every
+        # request still queued behind the rate limit.
+        create_window = client.rate_limiter.create
+        self._intent_pace = SlidingWindow(create_window.limit, create_window.window_s)
         self._client = client
         self._store = store
         self._ledger = ledger
@@ -372,6 +379,9 @@ class BatchRunner:
         callback = (
             callback_url_for(self._callback_url, item.request_id) if self._callback_url else None
         )
+        delay = self._intent_pace.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
         if self._spend is not None:
             outcome.reserved_credits = self._spend.reserve(request.num_images)
         await self._io_call(self._ledger.record_intent, item.request_id, request.model)
@@ -387,7 +397,9 @@ class BatchRunner:
             # The request reached kie.ai but its reply was lost: a task may exist (and be paid).
             found = await self._confirm(item, sent_at)
             if found is None:
-                self._unconfirmed(outcome, f"createTask was sent but its reply was lost ({error})")
+                self._unconfirmed(
+                    outcome, f"createTask reached kie.ai but no task id came back ({error})"
+                )
             else:
                 outcome.created_task = True
             return found
