@@ -241,6 +241,7 @@ def build_kie_assets(
                 allow_retries=retryable,
             ) from None
         spend = guards[0]
+        spend.flush()
         for failure in report.failures:
             context.log.warning(
                 f"{failure.file}:{failure.line} request {failure.request_id} "

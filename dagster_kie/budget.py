@@ -6,15 +6,18 @@ budget, :meth:`SpendGuard.reserve` raises :class:`~dagster_kie.errors.BudgetExce
 nothing is sent; tasks already in flight still finish and are stored.
 
 The day's spend is shared by every run through S3 (one small object per run under
-``{prefix}/_spend/{YYYY-MM-DD}/``), so concurrent runs on different machines add up; two runs that
-reserve at the very same moment can each see the other's spend a moment late, so the day budget is
-exact to within one in-flight submission per concurrent run.
+``{prefix}/_spend/{YYYY-MM-DD}/``), so concurrent runs on different machines add up. A run writes
+its total at most every ``write_interval_s`` (and at :meth:`SpendGuard.flush`) and re-reads the
+others' at most every ``refresh_interval_s``, so concurrent runs see each other's spend that much
+late: the day budget is exact for runs that follow each other, and within those few seconds of
+submissions per concurrent run otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["CreditBudget", "DailySpendLog", "SpendGuard"]
+
+_TOLERANCE = 1e-6
+"""Credits are sums of floats (1.6 * 3 = 4.800000000000001): a budget is crossed only beyond it."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ class SpendGuard:
         log: Where the day's spend is shared; required for a ``per_day`` limit.
         balance: The account balance read from the credits endpoint at the start, if known;
             submissions stop before they would need more than it.
+        refresh_interval_s: Least time between two reads of the other runs' spend today.
+        write_interval_s: Least time between two writes of this run's spend today.
     """
 
     budget: CreditBudget
@@ -101,9 +109,14 @@ class SpendGuard:
     balance: float | None = None
     spent: float = 0.0
     reserved: float = 0.0
+    refresh_interval_s: float = 10.0
+    write_interval_s: float = 2.0
     _per_image: float = field(init=False)
     _others_today: float = field(init=False, default=0.0)
     _day: str = field(init=False, default="")
+    _refreshed_at: float = field(init=False, default=0.0)
+    _written_at: float = field(init=False, default=0.0)
+    _unwritten: bool = field(init=False, default=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,7 +125,14 @@ class SpendGuard:
             if self.log is None:
                 raise ValueError("a per_day budget needs a DailySpendLog to share the day's spend")
             self._day = self.log.today()
-            self._others_today = self.log.spent_by_others(self._day, self.run_id)
+            self._refresh_others()
+
+    def _refresh_others(self) -> None:
+        assert self.log is not None
+        others = self.log.spent_by_others(self._day, self.run_id)
+        with self._lock:
+            self._others_today = others
+            self._refreshed_at = time.monotonic()
 
     def estimate(self, num_images: int) -> float:
         """Expected credits of a request with ``num_images`` images."""
@@ -128,9 +148,17 @@ class SpendGuard:
             BudgetExceededError: naming the limit, what was spent and what the next one needs.
         """
         cost = self.estimate(num_images)
+        if (
+            self.budget.per_day is not None
+            and time.monotonic() - self._refreshed_at >= self.refresh_interval_s
+        ):
+            self._refresh_others()
         with self._lock:
             committed = self.spent + self.reserved
-            if self.budget.per_run is not None and committed + cost > self.budget.per_run:
+            if (
+                self.budget.per_run is not None
+                and committed + cost > self.budget.per_run + _TOLERANCE
+            ):
                 raise BudgetExceededError(
                     f"credit budget per run of {self.budget.per_run:g} reached: "
                     f"{self.spent:g} spent, {self.reserved:g} in flight, next request needs "
@@ -138,12 +166,12 @@ class SpendGuard:
                 )
             if self.budget.per_day is not None:
                 today = self._others_today + committed
-                if today + cost > self.budget.per_day:
+                if today + cost > self.budget.per_day + _TOLERANCE:
                     raise BudgetExceededError(
                         f"credit budget per day of {self.budget.per_day:g} reached: "
                         f"{today:g} spent or in flight today, next request needs ~{cost:g}"
                     )
-            if self.balance is not None and committed + cost > self.balance:
+            if self.balance is not None and committed + cost > self.balance + _TOLERANCE:
                 raise BudgetExceededError(
                     f"account balance of {self.balance:g} credits would be exceeded: "
                     f"{committed:g} committed in this run, next request needs ~{cost:g}"
@@ -158,8 +186,21 @@ class SpendGuard:
             if actual:
                 self.spent += actual
                 self._per_image = max(self._per_image, actual / max(num_images, 1))
-        if actual and self.log is not None and self.budget.per_day is not None:
-            self.log.record(self._day, self.run_id, self.spent)
+                self._unwritten = True
+        if time.monotonic() - self._written_at >= self.write_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write this run's spend today to the shared log now, if it changed (call at the end)."""
+        if self.log is None or self.budget.per_day is None:
+            return
+        with self._lock:
+            if not self._unwritten:
+                return
+            self._unwritten = False
+            self._written_at = time.monotonic()
+            spent = self.spent
+        self.log.record(self._day, self.run_id, spent)
 
     def summary(self) -> dict[str, Any]:
         """Figures for metadata."""
