@@ -209,8 +209,12 @@ def requests_of(text: str) -> dict[str, str]:
     """Request id → prompt of JSON Lines written by :func:`prompt_lines`."""
     out = {}
     for line in text.splitlines():
-        record = json.loads(line)
-        out[record["id"]] = record["prompt"]
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "id" in record and isinstance(record.get("prompt"), str):
+            out[record["id"]] = record["prompt"]
     return out
 
 
@@ -295,8 +299,13 @@ def failure_of(result: dg.ExecuteInProcessResult) -> Any:
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """What the user sees: the ``dg.Failure`` description, else the error message."""
     data = failure_of(result)
-    return "" if data is None else data.error.message
+    if data is None:
+        return ""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return str(data.user_failure_data.description)
+    return str(data.error.message)
 
 
 def failure_retryable(result: dg.ExecuteInProcessResult) -> bool:
