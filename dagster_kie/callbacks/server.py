@@ -15,46 +15,10 @@ from typing import Any, TextIO
 import uvicorn
 from starlette.applications import Starlette
 
+from .._serving import ReadyLineServer, bind_socket, url_host
 from .process import READY_MARKER
 
 __all__ = ["READY_MARKER", "bind_socket", "serve", "url_host"]
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port=0``: the OS picks)."""
-    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_host(host: str, family: int) -> str:
-    """The host to put in URLs: wildcard addresses become loopback; IPv6 gets brackets."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    if family == socket.AF_INET6 or ":" in host:
-        return f"[{host}]"
-    return host
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that prints the ready line once it serves."""
-
-    def __init__(self, config: uvicorn.Config, ready_line: str, out: TextIO) -> None:
-        super().__init__(config)
-        self._ready_line = ready_line
-        self._out = out
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if not self.should_exit:
-            self._out.write(self._ready_line + "\n")
-            self._out.flush()
 
 
 def serve(
@@ -82,7 +46,7 @@ def serve(
         timeout_graceful_shutdown=5,
         server_header=False,
     )
-    server = _Server(config, f"{READY_MARKER} {json.dumps(info)}", out or sys.stdout)
+    server = ReadyLineServer(config, f"{READY_MARKER} {json.dumps(info)}", out or sys.stdout)
     try:
         server.run(sockets=[sock])
     finally:
