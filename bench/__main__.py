@@ -143,7 +143,8 @@ class Bench:
         timeline = "".join(f"\n- {note}" for note in row.notes)
         return (
             f"### {CONTENDERS[name]}, N = {size}\n\n"
-            f"`py-spy record --format raw --subprocesses` around the contender (a separate run: "
+            f"`py-spy record --nonblocking --subprocesses --format raw` around the contender "
+            f"(a separate run, not in the table: "
             f"{row.wall_s:.1f} s wall under the profiler, {row.cpu_s:.1f} s CPU, "
             f"{row.images_stored} images).{timeline}\n\n{summary}"
         )

@@ -34,6 +34,8 @@ WAIT_LEAVES = {
     ("SocketIO.readinto", "socket.py"),
     ("readinto", "socket.py"),
     ("sleep", "time"),
+    ("Condition.__enter__", "threading.py"),
+    ("Condition.wait", "multiprocessing/synchronize.py"),
 }
 """Leaf frames (function, file suffix) that mean "blocked", not "computing"."""
 
@@ -52,12 +54,16 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
 def py_spy_argv(output: Path, argv: Sequence[str]) -> list[str] | None:
-    """``py-spy record`` around ``argv`` (raw collapsed stacks), or ``None`` without py-spy."""
+    """``py-spy record`` around ``argv`` (raw collapsed stacks), or ``None`` without py-spy.
+
+    ``--nonblocking``: the process is not paused for each sample (with dozens of threads the
+    pauses tripled the wall time of a run); stacks may be slightly inconsistent instead.
+    """
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         return None
     return [
-        py_spy, "record", "--rate", "100", "--subprocesses", "--format", "raw",
+        py_spy, "record", "--rate", "100", "--nonblocking", "--subprocesses", "--format", "raw",
         "--output", str(output), "--", *argv,
     ]
 
