@@ -300,6 +300,9 @@ def create_app(state: EmulatorState, registry: ConnectionRegistry | None = None)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await dispatcher.aclose()
+            # Here, not after server.run(): uvicorn re-raises SIGTERM once it has shut down,
+            # which ends the process before any code after run() could remove the folder.
+            state.uploads.close()
 
     handlers: dict[Any, Any] = {
         404: _not_found,
