@@ -45,7 +45,7 @@ from dagster_kie.client import AsyncKieClient
 from dagster_kie.errors import KieError
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.metadata import images_metadata, requests_metadata, tasks_metadata
-from dagster_kie.prompts import ParsedRequest, PromptFileError, RecordDefaults, parse_prompt_file
+from dagster_kie.prompts import ParsedRequest, RecordDefaults, parse_prompt_file
 from dagster_kie.resource import KieResource
 from dagster_kie.sources import PromptSource
 from dagster_kie.storage import ImageStore
@@ -145,7 +145,7 @@ def build_kie_assets(
                 f"prompt file {partition!r} is no longer in {source.description}",
                 allow_retries=False,
             ) from None
-        except PromptFileError as error:
+        except ValueError as error:  # PromptFileError (unreadable), or a name leaving the source
             raise dg.Failure(str(error), allow_retries=False) from None
         for invalid in batch.invalid:
             context.log.warning(f"invalid record, not submitted: {invalid}")
