@@ -240,10 +240,21 @@ class Rig:
         self.prompts_dir = prompts_dir
         self.instance = instance
         self.kie_assets = build_assets(str(prompts_dir), bucket, **(assets_options or {}))
+        self.resource_options = resource_options
         self.kie = kie_resource(
             emulator.api_key, emulator.base_url, emulator.upload_base_url, **resource_options
         )
         self.requests: dict[str, str] = {}
+
+    def configure(self, api_key: str | None = None, **resource_options: Any) -> None:
+        """Rebuild the ``KieResource`` with changed options."""
+        self.resource_options.update(resource_options)
+        self.kie = kie_resource(
+            api_key or self.emulator.api_key,
+            self.emulator.base_url,
+            self.emulator.upload_base_url,
+            **self.resource_options,
+        )
 
     @property
     def resources(self) -> dict[str, Any]:
