@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kie-bench-") as folder:
         rows, profile, bench = run_all(args, Path(folder))
     print("\n" + table(rows))
-    command = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = ("python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])).strip()
     settings = bench.settings
     document = results_document(
         rows,

@@ -42,13 +42,14 @@ WAIT_LEAVES = {
 CATEGORIES = (
     ("start-up imports", ("importlib._bootstrap",)),
     ("S3 calls (boto3/botocore/s3transfer)", ("botocore/", "boto3/", "s3transfer/")),
-    ("Dagster framework (dagster, sqlalchemy)", ("dagster/", "dagster_shared/", "sqlalchemy/")),
     ("kie.ai HTTP (httpx/httpcore/h11)", ("httpx/", "httpcore/", "h11/", "anyio/")),
     ("image decode (PIL)", ("PIL/",)),
     ("pydantic", ("pydantic/", "pydantic_core/")),
-    ("asyncio event loop", ("asyncio/",)),
+    ("asyncio event loop (scheduling, rate limiter, polling)", ("asyncio/",)),
+    ("Dagster framework (dagster, sqlalchemy)", ("dagster/", "dagster_shared/", "sqlalchemy/")),
 )
-"""What a sample was doing: the first category any frame of its stack falls in."""
+"""What a sample was doing: the first category any frame of its stack falls in (Dagster last:
+its frames enclose everything a step does)."""
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -165,3 +166,7 @@ def summarize(raw: Path, top: int = 12) -> str:
             *rows(inclusive),
         ]
     )
+
+
+if __name__ == "__main__":
+    print(summarize(Path(sys.argv[1])))
