@@ -7,6 +7,7 @@ that stopping it never touches anything else, and it is stopped by its PID, neve
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import socket
@@ -16,8 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ServerProcess", "ServerStartError", "free_port"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["ServerProcess", "ServerStartError", "free_port", "package_env", "ready_json"]
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class ServerStartError(RuntimeError):
@@ -29,6 +36,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ready_json(marker: str) -> Callable[[str], dict[str, Any] | None]:
+    """A ``ready_line`` parser: the JSON object of a ``{marker} {...}`` line, ``None`` otherwise."""
+    prefix = marker + " "
+
+    def parse(line: str) -> dict[str, Any] | None:
+        if not line.startswith(prefix):
+            return None
+        info = json.loads(line[len(prefix) :])
+        return info if isinstance(info, dict) else None
+
+    return parse
+
+
+def package_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a ``python -m dagster_kie...`` child: this checkout first on
+    ``PYTHONPATH``, unbuffered output, then ``env``."""
+    python_path = os.environ.get("PYTHONPATH", "")
+    return {
+        "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + python_path if python_path else ""),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
 
 
 class ServerProcess:
@@ -79,7 +110,7 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} is not running")
         return self.process.pid
 
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         """Start the child and block until it is ready."""
         env = {**os.environ, **(self._env or {})}
         self.process = subprocess.Popen(
@@ -155,7 +186,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 continue
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         return self.start() if self.process is None else self
 
     def __exit__(

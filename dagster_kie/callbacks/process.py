@@ -11,14 +11,11 @@ Does not import starlette, uvicorn or boto3.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from .._process import ServerProcess
+from .._process import ServerProcess, package_env, ready_json
 from .urls import DEFAULT_PATH
 
 __all__ = ["READY_MARKER", "CallbackReceiverProcess", "parse_ready_line"]
@@ -26,15 +23,8 @@ __all__ = ["READY_MARKER", "CallbackReceiverProcess", "parse_ready_line"]
 READY_MARKER = "KIE_CALLBACKS_READY"
 DEFAULT_HMAC_KEY_ENV = "KIE_WEBHOOK_HMAC_KEY"
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def parse_ready_line(line: str) -> dict[str, Any] | None:
-    """The JSON of a ``KIE_CALLBACKS_READY {...}`` line, or ``None`` for any other line."""
-    if not line.startswith(READY_MARKER + " "):
-        return None
-    info = json.loads(line[len(READY_MARKER) + 1 :])
-    return info if isinstance(info, dict) else None
+parse_ready_line = ready_json(READY_MARKER)
+"""The JSON of a ``KIE_CALLBACKS_READY {...}`` line, or ``None`` for any other line."""
 
 
 class CallbackReceiverProcess(ServerProcess):
@@ -88,12 +78,7 @@ class CallbackReceiverProcess(ServerProcess):
             "--max-body-bytes", str(max_body_bytes),
             "--max-age-s", str(max_age_s),
         ]  # fmt: skip
-        python_path = os.environ.get("PYTHONPATH", "")
-        child_env = {
-            "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + python_path if python_path else ""),
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
+        child_env = package_env(env)
         if hmac_key:
             argv += ["--hmac-key-env", hmac_key_env]
             child_env[hmac_key_env] = hmac_key
@@ -115,11 +100,6 @@ class CallbackReceiverProcess(ServerProcess):
             f"signed={self.signed})"
         )
 
-    def start(self) -> CallbackReceiverProcess:
-        """Start the child and wait for its ready line."""
-        super().start()
-        return self
-
     @property
     def info(self) -> dict[str, Any]:
         """The ready line's JSON (``url``, ``pid``)."""
@@ -139,14 +119,3 @@ class CallbackReceiverProcess(ServerProcess):
 
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc}"
-
-    def __enter__(self) -> CallbackReceiverProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

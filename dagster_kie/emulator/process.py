@@ -12,35 +12,28 @@ Does not import starlette or uvicorn.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._process import ServerProcess
+from .._process import ServerProcess, package_env, ready_json
 from .config import READY_MARKER, EmulatorSettings
 from .faults import format_fault_arg
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["EmulatorAdmin", "EmulatorProcess", "FaultsArg", "parse_ready_line"]
 
 FaultsArg = Mapping[str, Mapping[str, Any] | bool | None] | Sequence[str]
 """Faults as ``{kind: params}`` (``True``: no parameters) or CLI strings ``"kind:k=v,..."``."""
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def parse_ready_line(line: str) -> dict[str, Any] | None:
-    """The JSON of a ``KIE_EMULATOR_READY {...}`` line, or ``None`` for any other line."""
-    if not line.startswith(READY_MARKER + " "):
-        return None
-    info = json.loads(line[len(READY_MARKER) + 1 :])
-    return info if isinstance(info, dict) else None
+parse_ready_line = ready_json(READY_MARKER)
+"""The JSON of a ``KIE_EMULATOR_READY {...}`` line, or ``None`` for any other line."""
 
 
 def _fault_strings(faults: FaultsArg) -> tuple[str, ...]:
@@ -146,23 +139,17 @@ class EmulatorProcess(ServerProcess):
         if "api_keys" in overrides:
             overrides["api_keys"] = tuple(overrides["api_keys"])
         self.settings = (settings or EmulatorSettings()).replace(**overrides)
-        path = os.environ.get("PYTHONPATH", "")
-        child_env = {
-            "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else ""),
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
         super().__init__(
             [python or sys.executable, "-m", "dagster_kie.emulator", *self.settings.to_argv()],
             name="kie-emulator",
             ready_line=parse_ready_line,
-            env=child_env,
+            env=package_env(env),
             log_path=log_path,
             start_timeout=start_timeout,
         )
         self.startup_seconds: float | None = None
 
-    def start(self) -> EmulatorProcess:
+    def start(self) -> Self:
         """Start the child and wait for its ready line."""
         began = time.perf_counter()
         super().start()
@@ -195,14 +182,3 @@ class EmulatorProcess(ServerProcess):
     def admin(self) -> EmulatorAdmin:
         """Admin API helpers (faults, reset, stats)."""
         return EmulatorAdmin(self.base_url)
-
-    def __enter__(self) -> EmulatorProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
