@@ -20,7 +20,25 @@ from typing import Any
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.local_s3 import LocalS3Server
 
-__all__ = ["LocalStack", "local_stack"]
+__all__ = ["DAGSTER_YAML", "TELEMETRY_OFF", "LocalStack", "local_stack"]
+
+TELEMETRY_OFF = "telemetry:\n  enabled: false\n"
+"""A ``dagster.yaml`` that only turns Dagster's telemetry off."""
+
+DAGSTER_YAML = (
+    TELEMETRY_OFF
+    + """\
+concurrency:
+  pools:
+    default_limit: 1
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+"""
+)
+"""The ``dagster.yaml`` of a local instance (``./dev demo``, the UI tests): no telemetry, runs
+queued, one run at a time per pool. It ends in the ``run_coordinator`` block, so lines indented
+under it can be appended (``  config: ...``)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster_kie.local_stack import local_stack
+from dagster_kie.local_stack import DAGSTER_YAML, local_stack
 from dagster_kie.sources import LocalPromptSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,16 +24,6 @@ WORKDIR = Path(os.environ.get("KIE_DEMO_DIR") or ROOT / ".local" / "demo")
 RUN_CONFIG = json.dumps({"loggers": {"console": {"config": {"log_level": "INFO"}}}})
 ASSETS = "kie/generation_requests,kie/submitted_tasks,kie/generated_images"
 PARTITIONS = "kie_prompt_files"
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-"""
 
 
 def _dagster(*args: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dagster_kie.local_stack import TELEMETRY_OFF
 from dagster_kie.models import MODELS
 
 DG = Path(sys.executable).with_name("dg")
@@ -66,7 +67,7 @@ def _write_project(root: Path) -> None:
     )
     home = root / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(TELEMETRY_OFF)
 
 
 def _environment(root: Path) -> dict[str, str]:

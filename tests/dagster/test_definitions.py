@@ -9,13 +9,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from dagster_kie.local_stack import TELEMETRY_OFF
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(TELEMETRY_OFF)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIE_", "AWS_"))}
     env["DAGSTER_HOME"] = str(home)
     command = [str(Path(sys.executable).with_name("dagster")), "definitions", "validate",

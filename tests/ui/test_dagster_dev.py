@@ -42,6 +42,7 @@ import pytest
 from PIL import Image
 
 from dagster_kie._process import free_port
+from dagster_kie.local_stack import DAGSTER_YAML as LOCAL_DAGSTER_YAML
 from dagster_kie.local_stack import LocalStack, local_stack
 
 pytestmark = pytest.mark.integration
@@ -64,18 +65,7 @@ CHROMIUM_FLAGS = (
 )  # fmt: skip
 FINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-"""
+DAGSTER_YAML = LOCAL_DAGSTER_YAML + "  config:\n    dequeue_interval_seconds: 1\n"
 
 SENSOR_FILE = "sensor-batch.jsonl"
 SENSOR_PROMPTS = [
