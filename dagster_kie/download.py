@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -256,14 +256,18 @@ class DownloadGuard:
         self.mime = mime
 
 
-class _DownloadBase:
+_Chunks = TypeVar("_Chunks", Iterator[bytes], AsyncIterator[bytes])
+
+
+class _DownloadBase(Generic[_Chunks]):
     def __init__(self, url: str, content_type: str, response: httpx.Response, head: bytes,
-                 guard: DownloadGuard) -> None:  # fmt: skip
+                 guard: DownloadGuard, chunks: _Chunks) -> None:  # fmt: skip
         self.url = url
         self.content_type = content_type
         self.response = response
         self._head = head
         self._guard = guard
+        self._chunks: _Chunks = chunks
 
     @property
     def status_code(self) -> int:
@@ -287,18 +291,13 @@ class _DownloadBase:
         )
 
 
-class Download(_DownloadBase):
+class Download(_DownloadBase[Iterator[bytes]]):
     """An image being downloaded (sync): iterate :meth:`iter_bytes` once.
 
     Attributes:
         url: The URL the bytes come from (after redirects or a refresh).
         content_type: The reply's content type (``image/png``, ...).
     """
-
-    def __init__(self, url: str, content_type: str, response: httpx.Response, head: bytes,
-                 guard: DownloadGuard, chunks: Iterator[bytes]) -> None:  # fmt: skip
-        super().__init__(url, content_type, response, head, guard)
-        self._chunks = chunks
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body in chunks, checked against the policy as it streams."""
@@ -318,18 +317,13 @@ class Download(_DownloadBase):
         return b"".join(self.iter_bytes())
 
 
-class AsyncDownload(_DownloadBase):
+class AsyncDownload(_DownloadBase[AsyncIterator[bytes]]):
     """An image being downloaded (async): iterate :meth:`aiter_bytes` once.
 
     Attributes:
         url: The URL the bytes come from (after redirects or a refresh).
         content_type: The reply's content type (``image/png``, ...).
     """
-
-    def __init__(self, url: str, content_type: str, response: httpx.Response, head: bytes,
-                 guard: DownloadGuard, chunks: AsyncIterator[bytes]) -> None:  # fmt: skip
-        super().__init__(url, content_type, response, head, guard)
-        self._chunks = chunks
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body in chunks, checked against the policy as it streams."""
