@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import dagster as dg
 
-from dagster_kie.sensors import TRIGGER_TAG
+from dagster_kie.sensors import TRIGGER_TAG, _partitions_name
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -72,9 +72,7 @@ def build_batch_schedule(
     Raises:
         ValueError: when ``partitions_def`` has no name.
     """
-    partitions_name = partitions_def.name
-    if not partitions_name:
-        raise ValueError("partitions_def must be a DynamicPartitionsDefinition with a name")
+    partitions_name = _partitions_name(partitions_def)
 
     @dg.schedule(
         cron_schedule=cron_schedule,

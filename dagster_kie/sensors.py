@@ -312,6 +312,13 @@ def _sample(names: Iterable[str], limit: int = 5) -> str:
     return text + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+def _partitions_name(partitions_def: dg.DynamicPartitionsDefinition) -> str:
+    """The name of the dynamic partitions (``ValueError`` when they have none)."""
+    if not partitions_def.name:
+        raise ValueError("partitions_def must be a DynamicPartitionsDefinition with a name")
+    return partitions_def.name
+
+
 def build_prompt_sensor(
     *,
     job: KieJob,
@@ -355,9 +362,7 @@ def build_prompt_sensor(
     """
     if max_runs_per_tick < 1:
         raise ValueError("max_runs_per_tick must be at least 1")
-    partitions_name = partitions_def.name
-    if not partitions_name:
-        raise ValueError("partitions_def must be a DynamicPartitionsDefinition with a name")
+    partitions_name = _partitions_name(partitions_def)
 
     @dg.sensor(
         name=name,
