@@ -280,11 +280,17 @@ def build_kie_assets(
                 allow_retries=False,
             )
         if report.failures:
-            retryable = report.all_retryable
+            # Worth another run while any request may still succeed: a re-execution never pays
+            # twice and skips the requests that cannot (permanent failures, unconfirmed tasks).
+            again = [f for f in report.failures if f.retryable]
+            retryable = report.any_retryable
+            stuck = len(report.failures) - len(again)
+            first = (again or report.failures)[0]
             raise dg.Failure(
                 f"{len(report.failures)} of {len(report.outcomes)} requests did not finish "
-                f"(retryable: {retryable}); the others are stored. First: "
-                f"{report.failures[0].error}",
+                f"(retryable: {retryable}); the others are stored. {len(again)} may succeed if "
+                f"the partition runs again, {stuck} will not (later runs skip them, see "
+                f"failed_requests). First: {first.file}:{first.line}: {first.error}",
                 metadata={
                     "retryable": retryable,
                     "failed_requests": dg.MetadataValue.json(

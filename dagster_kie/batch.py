@@ -141,6 +141,11 @@ class BatchReport:
         """True when every failure may succeed if the partition is run again."""
         return all(o.retryable for o in self.failures)
 
+    @property
+    def any_retryable(self) -> bool:
+        """True when some failure may succeed if the partition is run again."""
+        return any(o.retryable for o in self.failures)
+
 
 class BatchRunner:
     """Runs a batch of requests through kie.ai into S3, at most once per request.
