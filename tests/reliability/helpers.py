@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,25 +172,29 @@ def audit(emulator: EmulatorProcess, s3: Any, bucket: str, requests: dict[str, s
             tasks[rid].append(task)
     folders: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     manifests: dict[str, dict[str, Any]] = {}
+    manifest_keys = []
     for key in list_keys(s3, bucket, MODEL_FOLDER):
         rid, task_id, name = key[len(MODEL_FOLDER) :].split("/")
         if rid not in requests:
             problems.append(f"object of no request: {key}")
         folders[rid][task_id].add(name)
         if name == "manifest.json":
-            manifest = read_json(s3, bucket, key)
-            if rid in manifests:
-                problems.append(f"request {rid} has two manifests")
-            manifests[rid] = manifest
-            for image in manifest["images"]:
-                if not image["key"].startswith(f"{MODEL_FOLDER}{rid}/{task_id}/"):
-                    problems.append(f"manifest {key} lists a foreign key {image['key']}")
-            if len(manifest["images"]) != int(manifest["request"]["input"]["num_images"]):
-                problems.append(f"manifest {key} lists {len(manifest['images'])} images")
-    ledger = {}
-    for key in list_keys(s3, bucket, f"{PREFIX}/_ledger/"):
-        entry = read_json(s3, bucket, key)
-        ledger[entry["request_id"]] = entry
+            manifest_keys.append((rid, task_id, key))
+    ledger_keys = list_keys(s3, bucket, f"{PREFIX}/_ledger/")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        read = [pool.submit(read_json, s3, bucket, key) for _, _, key in manifest_keys]
+        entries = list(pool.map(lambda key: read_json(s3, bucket, key), ledger_keys))
+    for (rid, task_id, key), future in zip(manifest_keys, read, strict=True):
+        manifest = future.result()
+        if rid in manifests:
+            problems.append(f"request {rid} has two manifests")
+        manifests[rid] = manifest
+        for image in manifest["images"]:
+            if not image["key"].startswith(f"{MODEL_FOLDER}{rid}/{task_id}/"):
+                problems.append(f"manifest {key} lists a foreign key {image['key']}")
+        if len(manifest["images"]) != int(manifest["request"]["input"]["num_images"]):
+            problems.append(f"manifest {key} lists {len(manifest['images'])} images")
+    ledger = {entry["request_id"]: entry for entry in entries}
     for rid, manifest in manifests.items():
         listed = {Path(image["key"]).name for image in manifest["images"]}
         missing = listed - folders[rid][manifest["task_id"]]
