@@ -38,7 +38,9 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
         initial_credits=100_000,
         log_path=log,
         access_log=True,
+        log_level="info",
     ) as process:
+        process.log_file = log  # type: ignore[attr-defined]  # the security test scans it
         yield process
 
 
