@@ -62,7 +62,7 @@ def test_soak(
     assert set(found.lost) <= unconfirmed
     if mode == "callbacks":
         assert found.lost == [], figures
-        assert result.stats["callbacks_sent"] >= requests
+        assert result.stats["callbacks_sent"] >= 0.9 * found.tasks_created, figures
     # A request got a second task only after its first one failed (failed tasks are not charged).
     for rid, tasks in found.tasks.items():
         ordered = sorted(tasks, key=lambda task: task["created"])
