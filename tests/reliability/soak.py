@@ -249,7 +249,7 @@ def soak_table(results: list[dict[str, Any]]) -> str:
         ("wall time", lambda r: f"{r['elapsed_s']:.0f} s"),
         ("createTask calls", lambda r: f"{r['create_calls']:,}"),
         ("tasks created", lambda r: f"{r['tasks_created']:,}"),
-        ("of which failed (not charged) and resent", lambda r: f"{r['tasks_failed_not_charged']}"),
+        ("tasks that failed (not charged)", lambda r: f"{r['tasks_failed_not_charged']}"),
         ("requests stored", lambda r: f"{r['requests_stored']:,}"),
         ("images stored", lambda r: f"{r['images_stored']:,}"),
         ("**duplicates**", lambda r: f"**{r['duplicates']}**"),
@@ -273,13 +273,21 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
     def lost(row: dict[str, Any]) -> str:
         return cell(row.get("lost", 0))
 
+    def essence(message: str, limit: int = 170) -> str:
+        text = message.split("First: ", 1)[-1]
+        return cell(text if len(text) <= limit else text[: limit - 1] + "…")
+
     faults = [
         "| fault injected | how often | mode | runs | what happened | tasks / requests "
         "| images | dup | paid twice | lost |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in rows if r["section"] == "faults"):
-        what = r["outcome"] + (f": “{cell(r['message'][:140])}”" if r["message"] else "")
+        if r["runs"] > 1:
+            what = f"run 1 failed, retryable: “{essence(r['message'])}”; run {r['runs']}: "
+            what += r["outcome"]
+        else:
+            what = r["outcome"] + (f": “{essence(r['message'])}”" if r["message"] else "")
         faults.append(
             f"| `{cell(r['injected'])}` | {cell(r['how_often'])} | {r['mode']} | {r['runs']} | "
             f"{what} | {r['tasks_created']} / {r['requests']} | {r['images_stored']} | "
@@ -305,10 +313,10 @@ def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
         )
     budget = ["| case | what the user sees |", "|---|---|"]
     for r in (r for r in rows if r["section"] == "budget"):
-        budget.append(f"| {cell(r['case'])} | “{cell(r['message'])}” |")
+        budget.append(f"| {cell(r['case'])} | “{essence(r['message'], 400)}” |")
     security = ["| check | result |", "|---|---|"]
     for r in (r for r in rows if r["section"] == "security"):
-        detail = r.get("scanned") or f"“{cell(r.get('message', ''))}”"
+        detail = r.get("scanned") or f"“{essence(r.get('message', ''))}”"
         security.append(f"| {cell(r['check'])} | {cell(detail)}; leaks: {r['leaks']} |")
     return {
         "faults": "\n".join(faults),

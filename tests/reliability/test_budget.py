@@ -57,7 +57,7 @@ def test_budget_per_run_stops_submitting_and_names_the_budget(
         if e.is_step_materialization and e.materialization.asset_key.path[-1] == "submitted_tasks"
     )
     assert tasks_event.metadata["kie.budget_per_run"].value == 8.0
-    record("budget", case="per run 8 credits, 8 requests x 1.6", message=message[:240],
+    record("budget", case="per run 8 credits, 8 requests x 1.6", message=message,
            tasks_created=5, requests_stored=5, not_submitted=3)  # fmt: skip
 
 
@@ -78,7 +78,7 @@ def test_budget_per_day_is_shared_by_runs(
     assert "This run spent 1.6 credits" in message
     assert emulator.admin.stats()["tasks_created"] == 3
     record("budget", case="per day 4.8 credits, two runs (2 then 4 requests)",
-           message=message[:240], tasks_created=3, requests_stored=3, not_submitted=3)  # fmt: skip
+           message=message, tasks_created=3, requests_stored=3, not_submitted=3)  # fmt: skip
 
 
 def test_account_balance_is_never_overdrawn(

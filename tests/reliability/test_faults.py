@@ -193,6 +193,6 @@ def test_fault(
             if runs[-1].success
             else ("retryable failure" if failure_retryable(runs[-1]) else "clear failure")
         ),
-        message=message[:300],
+        message=message[:600],
         **summary,
     )

@@ -187,7 +187,7 @@ def test_default_resource_refuses_loopback_downloads(
     found = rig.audit()
     found.assert_clean()
     assert found.tasks_created == 2
-    record("security", check="default KieResource vs loopback result URLs", message=message[:200],
+    record("security", check="default KieResource vs loopback result URLs", message=message,
            leaks=0)  # fmt: skip
 
 
