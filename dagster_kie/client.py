@@ -69,6 +69,8 @@ DEFAULT_BASE_URL = "https://api.kie.ai"
 DEFAULT_UPLOAD_BASE_URL = "https://kieai.redpandaai.co"
 
 _SLEEP_SLICE_S = 0.25
+DEFAULT_MAX_CONNECTIONS = 32
+"""Connections per client: enough for 100 queries/s plus a createTask burst and 16 downloads."""
 _DEFAULT_REMIX_TASK_PATH = "/ideogram/tasks/{task_id}"
 
 
@@ -238,7 +240,10 @@ class _ClientBase:
         on_event: EventHook | None = None,
         estimator: DurationEstimator | None = None,
         retry_backoff_s: tuple[float, float] = (0.5, 30.0),
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         key = (api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")).strip()
         if not key:
             raise AuthenticationError(
@@ -246,6 +251,7 @@ class _ClientBase:
                 "variable (create a key at https://kie.ai/api-key)"
             )
         self.timeout = timeout
+        self.max_connections = max_connections
         self._core = KieCore(
             api_key=key,
             base_url=base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
@@ -304,7 +310,12 @@ class _ClientBase:
         return {
             "timeout": httpx.Timeout(self.timeout),
             "follow_redirects": False,
-            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # Keep-alive = max: httpcore checks every pooled connection on each request, and
+            # connections above the keep-alive count would be closed and reopened in bursts.
+            "limits": httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            ),
         }
 
 
@@ -331,6 +342,7 @@ class KieClient(_ClientBase):
         estimator: A task-duration estimator to share between clients.
         retry_backoff_s: (first, longest) backoff between retries, in seconds (doubling, with
             jitter; a ``Retry-After`` may ask for longer).
+        max_connections: HTTP connections kept open at most (all kept alive between calls).
 
     Raises:
         AuthenticationError: No API key was given or found in the environment.

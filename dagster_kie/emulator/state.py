@@ -241,9 +241,8 @@ class EmulatorState:
         self.settings = settings
         self.base_url = base_url
         self.upload_base_url = base_url + "/upload"
-        seed = settings.random_seed
-        self.rng = random.Random(seed) if seed is not None else random.Random()
-        self.faults = FaultManager(random.Random(f"faults:{seed}") if seed is not None else None)
+        self.rng, fault_rng = self._seeded_rngs()
+        self.faults = FaultManager(fault_rng)
         self.tasks = TaskStore()
         self.credits = CreditLedger(settings.initial_credits)
         self.create_window = SlidingWindow(settings.create_limit, settings.create_window)
@@ -263,11 +262,26 @@ class EmulatorState:
             kind, params = parse_fault_arg(text)
             self.faults.set(kind, params, now)
 
+    def _seeded_rngs(self) -> tuple[random.Random, random.Random | None]:
+        """Fresh (rng, fault rng): seeded from ``random_seed``, else unseeded and ``None``."""
+        seed = self.settings.random_seed
+        if seed is None:
+            return random.Random(), None
+        return random.Random(seed), random.Random(f"faults:{seed}")
+
     def reset(self, credits: float | None = None) -> None:
-        """Forget tasks, statistics, rate windows and faults; restore (or set) the balance."""
+        """Forget tasks, statistics, rate windows and faults; restore (or set) the balance.
+
+        With a ``random_seed``, the seeded draws start over too: the tasks created after a reset
+        get the same durations, ids and fault draws as those after start-up.
+        """
         self.tasks.clear()
         self.stats = Stats()
         self.faults.clear()
+        self._task_seq = 0
+        if self.settings.random_seed is not None:
+            self.rng, fault_rng = self._seeded_rngs()
+            self.faults = FaultManager(fault_rng)
         self.create_window.clear()
         self.query_window.clear()
         self.pending_callbacks.clear()
