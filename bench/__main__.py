@@ -1,10 +1,10 @@
 """``./dev bench``: every contender, N = 100 and 1,000 requests, one table, ``bench/RESULTS.md``.
 
 A local S3 server (SeaweedFS) runs for the whole benchmark; each contender gets a fresh bucket and
-a fresh kie.ai emulator process with the same settings (``admin.reset()`` forgets tasks, stats and
-rate windows but does not rewind the seeded per-task duration sequence, so a new process is what
-gives every contender the very same task durations). Each contender runs as its own child process,
-measured by :mod:`bench.measure`.
+a fresh kie.ai emulator process with the same settings, so every contender gets the very same
+task durations and an emulator in the same state (``admin.reset()`` rewinds the seeded durations
+too; a new process also starts with empty caches and memory). Each contender runs as its own child
+process, measured by :mod:`bench.measure`.
 
     python -m bench                    # N = 100 and 1,000, scale 10 (a quarter of an hour or so)
     python -m bench --quick            # N = 20 smoke run
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             "asyncio script": f"semaphore {args.async_concurrency}, poll every "
             f"{args.async_poll_seconds:g} s, {args.async_retry_sleep:g} s sleep after a 429",
             "dagster-kie": "client rate limiter set to the emulator's limits (Dagster: through "
-            "run config `resources.kie.config`)",
+            "`KIE_CREATE_TASKS_PER_WINDOW`, `KIE_CREATE_WINDOW_SECONDS`, `KIE_QUERIES_PER_SECOND`)",
             "isolation": "fresh emulator process and fresh S3 bucket per contender",
             "total benchmark time": f"{time.monotonic() - started:.0f} s",
         },

@@ -2,14 +2,13 @@
 
 Like ``definitions/demo.py``: a temporary ``DAGSTER_HOME``, the prompt file in a temporary
 ``KIE_PROMPTS_DIR``, the partition registered beforehand (what the prompt sensor would do), then
-the CLI run that users launch. The example project reads no rate-limit variables, so the
-resource's limits are set through run config (``resources.kie.config``), which in Dagster replaces
-the resource's whole configuration: the connection settings are given again there.
+the CLI run that users launch. The resource's rate limits come from the project's environment
+variables (``KIE_CREATE_TASKS_PER_WINDOW``, ``KIE_CREATE_WINDOW_SECONDS``,
+``KIE_QUERIES_PER_SECOND``), like every other setting: no run config.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -42,29 +41,15 @@ def prepare(config: ContenderConfig, workdir: Path) -> tuple[list[str], dict[str
         "KIE_API_KEY": config.api_key,
         "KIE_BASE_URL": config.base_url,
         "KIE_UPLOAD_BASE_URL": config.upload_base_url,
+        "KIE_CREATE_TASKS_PER_WINDOW": str(config.create_limit),
+        "KIE_CREATE_WINDOW_SECONDS": repr(float(config.create_window)),
+        "KIE_QUERIES_PER_SECOND": repr(float(config.queries_per_second)),
     }
     _register_partition(home, prompts.name)
-    run_config = {
-        "resources": {
-            "kie": {
-                "config": {
-                    # Run config for a resource replaces every value the definitions gave it
-                    # (not only the ones named), so the connection settings are repeated.
-                    "api_key": {"env": "KIE_API_KEY"},
-                    "base_url": {"env": "KIE_BASE_URL"},
-                    "upload_base_url": {"env": "KIE_UPLOAD_BASE_URL"},
-                    "allow_private_downloads": True,
-                    "create_tasks_per_window": config.create_limit,
-                    "create_window_seconds": config.create_window,
-                    "queries_per_second": config.queries_per_second,
-                }
-            }
-        }
-    }
     dagster = str(Path(sys.executable).with_name("dagster"))
     argv = [
         dagster, "asset", "materialize", "-m", "definitions", "--select", ASSETS,
-        "--partition", prompts.name, "--config-json", json.dumps(run_config),
+        "--partition", prompts.name,
     ]
     return argv, env
 

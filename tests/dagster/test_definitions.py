@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from dagster_kie.local_stack import TELEMETRY_OFF
 
@@ -47,3 +48,53 @@ def test_the_api_key_is_never_in_the_resource_repr(monkeypatch: object) -> None:
     resource = KieResource(api_key="sk-very-secret-value")
     assert "sk-very-secret-value" not in repr(resource)
     assert "sk-very-secret-value" not in str(resource)
+
+
+def test_rate_limit_variables_map_onto_the_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    from definitions.definitions import build_defs
+
+    monkeypatch.setenv("KIE_CREATE_TASKS_PER_WINDOW", "200")
+    monkeypatch.setenv("KIE_CREATE_WINDOW_SECONDS", "2.5")
+    monkeypatch.setenv("KIE_QUERIES_PER_SECOND", " 100 ")
+    kie = build_defs().resources["kie"]
+    assert (kie.create_tasks_per_window, kie.create_window_seconds, kie.queries_per_second) == (
+        200,
+        2.5,
+        100.0,
+    )
+
+
+def test_unset_rate_limit_variables_keep_the_resource_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagster_kie import KieResource
+    from definitions.definitions import build_defs
+
+    for name in ("KIE_CREATE_TASKS_PER_WINDOW", "KIE_CREATE_WINDOW_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KIE_QUERIES_PER_SECOND", "")
+    kie = build_defs().resources["kie"]
+    defaults = KieResource(api_key="k")
+    assert kie.create_tasks_per_window == defaults.create_tasks_per_window
+    assert kie.create_window_seconds == defaults.create_window_seconds
+    assert kie.queries_per_second == defaults.queries_per_second
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KIE_CREATE_TASKS_PER_WINDOW", "1.5"),
+        ("KIE_CREATE_TASKS_PER_WINDOW", "0"),
+        ("KIE_CREATE_WINDOW_SECONDS", "ten"),
+        ("KIE_CREATE_WINDOW_SECONDS", "-1"),
+        ("KIE_QUERIES_PER_SECOND", "inf"),
+    ],
+)
+def test_a_bad_rate_limit_variable_names_itself(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    from definitions.definitions import build_defs
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}='{value}' is not"):
+        build_defs()

@@ -11,9 +11,7 @@ def _draws(state: EmulatorState) -> tuple[list[float], str]:
 
 
 def test_reset_repeats_seeded_durations_and_ids() -> None:
-    state = EmulatorState(
-        EmulatorSettings(random_seed=7, task_duration=6.0, task_jitter=0.5)
-    )
+    state = EmulatorState(EmulatorSettings(random_seed=7, task_duration=6.0, task_jitter=0.5))
     first = _draws(state)
     state.reset()
     assert _draws(state) == first
