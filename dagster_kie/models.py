@@ -17,10 +17,12 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AliasChoices,
@@ -29,9 +31,12 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 __all__ = [
     "IMAGE_SIZE_DIMENSIONS",
@@ -216,15 +221,109 @@ _REQUEST_ADAPTER: TypeAdapter[TextToImageRequest | ReframeRequest | CharacterReq
 )
 
 
+_REQUEST_TYPES: dict[str, type[BaseModel]] = {
+    TEXT_TO_IMAGE: TextToImageRequest,
+    REFRAME: ReframeRequest,
+    CHARACTER: CharacterRequest,
+}
+
+
 def parse_request(
     record: dict[str, Any],
 ) -> TextToImageRequest | ReframeRequest | CharacterRequest:
     """Validate a createTask body (``{"model": ..., "input": {...}}``) into its typed request.
 
+    An unknown field's error lists the fields allowed there (and the closest one, for a typo); an
+    unknown or missing ``model`` is reported under ``model``, listing the models.
+
     Raises:
         pydantic.ValidationError: naming each bad field and what it allows.
     """
-    return _REQUEST_ADAPTER.validate_python(record)
+    try:
+        return _REQUEST_ADAPTER.validate_python(record)
+    except ValidationError as error:
+        raise _explained(error, record) from None
+
+
+def _did_you_mean(given: object, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_KNOWN_ERROR_TYPES = frozenset(get_args(ErrorType))
+
+
+def _explained(error: ValidationError, record: Any) -> ValidationError:
+    """``error`` with the unknown-field and unknown-model messages made actionable.
+
+    pydantic's own texts ("Extra inputs are not permitted", "Input tag ... does not match any of
+    the expected tags", reported for the whole record) name neither what is allowed nor, for the
+    model, the field.
+    """
+    items = error.errors(include_url=False)
+    details: list[InitErrorDetails] = []
+    for item in items:
+        loc, kind = tuple(item["loc"]), item["type"]
+        if kind in ("union_tag_invalid", "union_tag_not_found") and not loc:
+            given = record.get("model") if isinstance(record, dict) else None
+            models = ", ".join(MODELS)
+            if kind == "union_tag_not_found":
+                text = f"Field required: one of {models}"
+            else:
+                text = f"unknown model {given!r}{_did_you_mean(given, MODELS)}; allowed: {models}"
+            details.append(_custom(kind, text, ("model",), given))
+        elif kind == "extra_forbidden" and loc and loc[0] in _REQUEST_TYPES:
+            owner = _model_at(_REQUEST_TYPES[str(loc[0])], loc[1:-1])
+            if owner is None:
+                details.append(_unchanged(item))
+                continue
+            allowed = sorted(owner.model_fields)
+            path = ".".join(str(part) for part in loc[1:-1] if not isinstance(part, int))
+            where = f"{loc[0]} {path}" if path else f"the {loc[0]} request"
+            text = (
+                f"Extra inputs are not permitted: {str(loc[-1])!r} is not a field of {where}"
+                f"{_did_you_mean(loc[-1], allowed)}; allowed: {', '.join(allowed)}"
+            )
+            details.append(_custom(kind, text, loc, item["input"]))
+        else:
+            details.append(_unchanged(item))
+    return ValidationError.from_exception_data(error.title, details)
+
+
+def _custom(kind: str, text: str, loc: tuple[Any, ...], value: Any) -> InitErrorDetails:
+    # No context: the text is shown as is (placeholders are filled from the context only).
+    return InitErrorDetails(type=PydanticCustomError(kind, text), loc=loc, input=value)
+
+
+def _unchanged(item: Any) -> InitErrorDetails:
+    """An error re-raised as pydantic reported it (same type, context and so message)."""
+    loc, value = tuple(item["loc"]), item["input"]
+    if item["type"] in _KNOWN_ERROR_TYPES:
+        if "ctx" in item:
+            return InitErrorDetails(type=item["type"], loc=loc, input=value, ctx=item["ctx"])
+        return InitErrorDetails(type=item["type"], loc=loc, input=value)
+    return _custom(item["type"], item["msg"], loc, value)
+
+
+def _model_at(root: type[BaseModel], path: Sequence[Any]) -> type[BaseModel] | None:
+    """The model that validated the object at ``path`` (list indexes skipped) below ``root``."""
+    model: type[BaseModel] | None = root
+    for part in path:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part)) if model is not None else None
+        model = _nested_model(info.annotation) if info is not None else None
+    return model
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def canonical_json(value: Any) -> str:

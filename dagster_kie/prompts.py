@@ -136,8 +136,8 @@ class RecordDefaults:
         inputs: Input fields applied to every record that does not set them.
 
     Raises:
-        ValueError: an unknown model, or a bad input default (naming the field, what it
-            allows, and the model's input fields).
+        ValueError: an unknown model, or a bad input default (naming the field and what it
+            allows; an unknown field, the model's input fields).
     """
 
     model: str = TEXT_TO_IMAGE
@@ -158,11 +158,7 @@ class RecordDefaults:
                 loc = [str(part) for part in item["loc"] if str(part) not in MODELS]
                 where = ".".join(loc[1:] if loc[:1] == ["input"] else loc) or "input"
                 problems.append(f"{where}: {item['msg']}")
-            allowed = ", ".join(sorted(_INPUT_FIELDS[self.model]))
-            raise ValueError(
-                f"defaults do not fit {self.model}: {'; '.join(problems)} "
-                f"(its input fields: {allowed})"
-            ) from None
+            raise ValueError(f"defaults do not fit {self.model}: {'; '.join(problems)}") from None
 
     def inputs_for(self, model: Any) -> dict[str, Any]:
         """The input defaults ``model`` accepts (none for an unknown model)."""

@@ -34,6 +34,9 @@ SIZES = (
     "'square', 'square_hd', 'portrait_4_3', 'portrait_16_9', 'landscape_4_3' or 'landscape_16_9'"
 )
 REFRAME_OK = {"image_url": URL, "image_size": "square"}
+T2I_FIELDS = (
+    "expand_prompt, image_size, negative_prompt, num_images, prompt, rendering_speed, seed, style"
+)
 
 # (case, record, the message users see after "<file>:<line>: ")
 RECORDS: list[tuple[str, Any, str]] = [
@@ -52,8 +55,10 @@ RECORDS: list[tuple[str, Any, str]] = [
     ("enum num_images zero", {"prompt": "p", "num_images": "0"},
      "input.num_images: Input should be '1', '2', '3' or '4'"),
     ("enum model", {"model": "ideogram/v4", "input": {"prompt": "p"}},
-     "does not match any of the expected tags: 'ideogram/v3-text-to-image', "
-     "'ideogram/v3-reframe', 'ideogram/character'"),
+     f"model: unknown model 'ideogram/v4'; allowed: {T2I}, {REFRAME}, {CHARACTER}"),
+    ("enum model typo", {"model": "ideogram/v3-text-to-imag", "input": {"prompt": "p"}},
+     f"model: unknown model 'ideogram/v3-text-to-imag' (did you mean '{T2I}'?); allowed: "),
+    ("type model", {"model": 3, "input": {"prompt": "p"}}, "model: unknown model 3; allowed: "),
     ("length prompt empty", {"prompt": ""},
      "input.prompt: String should have at least 1 character"),
     ("length prompt > 5000", {"prompt": "p" * 5001},
@@ -79,9 +84,17 @@ RECORDS: list[tuple[str, Any, str]] = [
     ("missing reference_image_urls", {"model": CHARACTER, "input": {"prompt": "p"}},
      "input.reference_image_urls: Field required"),
     ("extra input field", {"prompt": "p", "colour": "red"},
-     "input.colour: Extra inputs are not permitted"),
+     f"input.colour: Extra inputs are not permitted: 'colour' is not a field of {T2I} input; "
+     f"allowed: {T2I_FIELDS}"),
+    ("extra input field typo", {"prompt": "p", "stlye": "AUTO"},
+     f"input.stlye: Extra inputs are not permitted: 'stlye' is not a field of {T2I} input "
+     f"(did you mean 'style'?); allowed: {T2I_FIELDS}"),
+    ("extra input field (reframe)", {"model": REFRAME, "input": {**REFRAME_OK, "prompt": "p"}},
+     f"input.prompt: Extra inputs are not permitted: 'prompt' is not a field of {REFRAME} "
+     "input; allowed: image_size, image_url, num_images, rendering_speed, seed, style"),
     ("extra top-level field", {"model": T2I, "input": {"prompt": "p"}, "priority": 1},
-     "priority: Extra inputs are not permitted"),
+     f"priority: Extra inputs are not permitted: 'priority' is not a field of the {T2I} "
+     "request; allowed: callBackUrl, id, input, model"),
     ("type prompt", {"prompt": 12}, "input.prompt: Input should be a valid string"),
     ("type seed", {"prompt": "p", "seed": "12"}, "input.seed: Input should be a valid integer"),
     ("type expand_prompt", {"prompt": "p", "expand_prompt": "maybe"},
