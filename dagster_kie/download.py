@@ -103,6 +103,14 @@ class DownloadPolicy:
             raise ValueError(f"only http and https downloads are supported, not {bad}")
 
 
+_PRIVATE_HINT = (
+    "; allow such addresses only for a local emulator: KieResource(allow_private_downloads=True), "
+    "`dagster-kie --allow-private-downloads` (or KIE_ALLOW_PRIVATE_DOWNLOADS=1), or "
+    "DownloadPolicy(allow_private_addresses=True) for a client you build yourself"
+)
+"""How to allow private addresses, in the words of each place they are configured."""
+
+
 def _refuse(url: str, reason: str) -> DownloadRefusedError:
     return DownloadRefusedError(f"refused to download {safe_url(url)}: {reason}")
 
@@ -165,9 +173,7 @@ def check_addresses(url: str, addresses: Iterable[str], policy: DownloadPolicy) 
     private = [a for a in found if not is_public_address(a)]
     if private:
         raise _refuse(
-            url,
-            f"the host resolves to the non-public address {private[0]} (set "
-            "DownloadPolicy(allow_private_addresses=True) only for a local emulator)",
+            url, f"the host resolves to the non-public address {private[0]}{_PRIVATE_HINT}"
         )
 
 
@@ -183,7 +189,9 @@ def check_peer(url: str, response: httpx.Response, policy: DownloadPolicy) -> No
     except Exception:  # a transport without that information: nothing to check
         return
     if isinstance(peer, tuple) and peer and not is_public_address(str(peer[0])):
-        raise _refuse(url, f"the connection went to the non-public address {peer[0]}")
+        raise _refuse(
+            url, f"the connection went to the non-public address {peer[0]}{_PRIVATE_HINT}"
+        )
 
 
 def check_redirect(origin_host: str, target: str, policy: DownloadPolicy) -> None:

@@ -205,8 +205,9 @@ class MalformedResponseError(KieError):
 
 class DownloadRefusedError(KieError):
     """A download was refused by the client's ``DownloadPolicy``: a scheme other than http(s),
-    a private or loopback address, a redirect to a host not allowed, a reply that is not an image,
-    or a file larger than the size cap. Never retried."""
+    a private or loopback address (allowed only by ``KieResource(allow_private_downloads=True)``
+    or ``dagster-kie --allow-private-downloads``, for a local emulator), a redirect to a host not
+    allowed, a reply that is not an image, or a file larger than the size cap. Never retried."""
 
 
 class WaitTimeoutError(KieError):

@@ -133,6 +133,15 @@ def test_private_addresses_refused(
     assert script.requests == []
 
 
+def test_private_address_refusal_names_the_settings_that_allow_it(dl: Callable[..., Api]) -> None:
+    with pytest.raises(DownloadRefusedError) as caught:
+        dl().download("http://127.0.0.1:8000/a.png")
+    message = str(caught.value)
+    assert "non-public address 127.0.0.1" in message
+    assert "KieResource(allow_private_downloads=True)" in message
+    assert "--allow-private-downloads" in message and "KIE_ALLOW_PRIVATE_DOWNLOADS" in message
+
+
 def test_private_addresses_allowed_when_asked(dl: Callable[..., Api], script: Script) -> None:
     script.on("GET", "/a.png", image())
     api = dl(DownloadPolicy(allow_private_addresses=True))
