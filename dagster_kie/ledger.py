@@ -10,23 +10,39 @@ A retried, re-executed or crashed run reads the entry first and resumes the reco
 of creating a new one; an entry stuck in ``submitting`` (crash between 1 and 2) tells it that a
 task may exist unrecorded. All state lives in S3, so this works across processes and machines.
 
+Each write reads the entry first, unless the caller passes the entry it holds (``previous=``):
+the batch engine reads all its entries once at the start of a run (:meth:`TaskLedger.get_many`:
+a paginated LIST, then GETs of the entries that exist) and then writes with one PUT each.
+
 Concurrency: every write is a whole-object PUT and S3 is last-writer-wins, so **one request id
 must be owned by one run at a time**. The asset layer guarantees that (one partition per request
-or per prompt file, and Dagster runs one materialization of a partition at a time); the callback
-receiver only fills in a task id on an entry still in ``submitting``.
+or per prompt file, and Dagster runs one materialization of a partition at a time). The only
+other writer is the callback receiver, and it only fills in a task id on an entry still in
+``submitting`` (no task id), so an entry held by the run stays current except in that state: the
+run re-reads a ``submitting`` entry before it writes over it, and if the receiver records the
+run's own task first, the run's ``record_submitted`` writes the same task id again.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
-from dagster_kie.storage import is_not_found, join_key, normalize_prefix, validate_segment
+from dagster_kie.storage import (
+    connection_pool_size,
+    is_not_found,
+    join_key,
+    list_objects,
+    normalize_prefix,
+    validate_segment,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,6 +71,15 @@ class LedgerConflictError(LedgerError):
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class _Unread(Enum):
+    """Default of ``previous=``: the caller holds no entry, so the write reads it first."""
+
+    UNREAD = "unread"
+
+
+_UNREAD = _Unread.UNREAD
 
 
 @dataclass(frozen=True)
@@ -204,7 +229,10 @@ class TaskLedger:
         return LedgerEntry.from_dict(data)
 
     def get_many(self, request_ids: Iterable[str]) -> dict[str, LedgerEntry]:
-        """Read many entries concurrently (a small thread pool of GETs).
+        """Read many entries: a paginated LIST of the ledger, then GETs of those that exist.
+
+        A few ids (no more than the threads), or a ledger with more LIST pages than there are
+        rounds of GETs, are simply read with concurrent GETs.
 
         Args:
             request_ids: The request ids (duplicates are read once).
@@ -219,6 +247,15 @@ class TaskLedger:
         ids = list(dict.fromkeys(request_ids))
         for request_id in ids:
             validate_segment(request_id, "request_id")
+        workers = self._workers()
+        if len(ids) > workers:
+            # A LIST page names up to 1,000 entries: read only those that exist, unless the
+            # ledger holds more pages than there are rounds of concurrent GETs.
+            rounds = math.ceil(len(ids) / workers)
+            listed = list_objects(self.client, self.bucket, self.folder, max_pages=rounds)
+            if listed is not None:
+                present = {self._request_id_of(item["Key"]) for item in listed}
+                ids = [request_id for request_id in ids if request_id in present]
         return self._get_all(ids)
 
     def list_ids(self) -> list[str]:
@@ -227,14 +264,9 @@ class TaskLedger:
         Returns:
             The request ids, sorted.
         """
-        ids: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.folder):
-            for item in page.get("Contents", []):
-                name = item["Key"][len(self.folder) :]
-                if name.endswith(".json") and "/" not in name:
-                    ids.append(name[: -len(".json")])
-        return sorted(ids)
+        listed = list_objects(self.client, self.bucket, self.folder) or []
+        ids = (self._request_id_of(item["Key"]) for item in listed)
+        return sorted(request_id for request_id in ids if request_id is not None)
 
     def list_all(self) -> dict[str, LedgerEntry]:
         """Every entry: a paginated LIST, then concurrent GETs.
@@ -247,11 +279,20 @@ class TaskLedger:
         """
         return self._get_all(self.list_ids())
 
+    def _request_id_of(self, key: str) -> str | None:
+        """The request id of an entry's key (``None`` for other objects in the folder)."""
+        name = key[len(self.folder) :]
+        if name.endswith(".json") and "/" not in name:
+            return name[: -len(".json")]
+        return None
+
+    def _workers(self) -> int:
+        return max(1, min(self.max_workers, connection_pool_size(self.client)))
+
     def _get_all(self, ids: Sequence[str]) -> dict[str, LedgerEntry]:
         if not ids:
             return {}
-        pool_size = getattr(self.client.meta.config, "max_pool_connections", None) or 10
-        workers = max(1, min(self.max_workers, int(pool_size), len(ids)))
+        workers = min(self._workers(), len(ids))
         if workers == 1:
             entries = [self.get(request_id) for request_id in ids]
         else:
@@ -261,12 +302,16 @@ class TaskLedger:
 
     # -- writes --
 
-    def record_intent(self, request_id: str, model: str) -> LedgerEntry:
+    def record_intent(
+        self, request_id: str, model: str, *, previous: LedgerEntry | _Unread | None = _UNREAD
+    ) -> LedgerEntry:
         """Record that a createTask is about to be sent (call it **before** sending).
 
         Args:
             request_id: The request id.
             model: The kie.ai model id.
+            previous: The entry as the caller last read or wrote it (``None``: it has none);
+                then only a PUT is made. Omitted, the entry is read first.
 
         Returns:
             The new entry: state ``submitting``, no task id, ``attempt`` one more than before.
@@ -276,18 +321,10 @@ class TaskLedger:
             LedgerConflictError: If the entry already records a live or finished task
                 (``submitted`` or ``succeeded`` with a task id): resume that task instead.
         """
-        previous = self.get(request_id)
-        if (
-            previous is not None
-            and previous.task_id
-            and previous.state
-            in (
-                "submitted",
-                "succeeded",
-            )
-        ):
+        held = self._held(request_id, previous)
+        if held is not None and held.task_id and held.state in ("submitted", "succeeded"):
             raise LedgerConflictError(
-                f"request {request_id} already has task {previous.task_id} ({previous.state}); "
+                f"request {request_id} already has task {held.task_id} ({held.state}); "
                 "resume it, or forget() the entry to submit the request again"
             )
         now = self._stamp()
@@ -295,13 +332,20 @@ class TaskLedger:
             request_id=request_id,
             model=model,
             state="submitting",
-            attempt=(previous.attempt if previous else 0) + 1,
-            created_at=previous.created_at if previous and previous.created_at else now,
+            attempt=(held.attempt if held else 0) + 1,
+            created_at=held.created_at if held and held.created_at else now,
             updated_at=now,
         )
         return self._put(entry)
 
-    def record_submitted(self, request_id: str, model: str, task_id: str) -> LedgerEntry:
+    def record_submitted(
+        self,
+        request_id: str,
+        model: str,
+        task_id: str,
+        *,
+        previous: LedgerEntry | _Unread | None = _UNREAD,
+    ) -> LedgerEntry:
         """Record the task id createTask returned (call it **immediately**).
 
         Recording the same task id again is a no-op (a callback may race the run).
@@ -310,6 +354,8 @@ class TaskLedger:
             request_id: The request id.
             model: The kie.ai model id.
             task_id: The task id.
+            previous: The entry as the caller last read or wrote it (``None``: it has none);
+                then only a PUT is made. Omitted, the entry is read first.
 
         Returns:
             The entry: state ``submitted`` with the task id.
@@ -317,27 +363,32 @@ class TaskLedger:
         Raises:
             UnsafeKeyError: If the request id is unsafe.
         """
-        previous = self.get(request_id)
+        held = self._held(request_id, previous)
         if (
-            previous is not None
-            and previous.task_id == task_id
-            and previous.state in ("submitted", "succeeded", "failed")
+            held is not None
+            and held.task_id == task_id
+            and held.state in ("submitted", "succeeded", "failed")
         ):
-            return previous
+            return held
         now = self._stamp()
         entry = LedgerEntry(
             request_id=request_id,
             model=model,
             state="submitted",
             task_id=task_id,
-            attempt=max(previous.attempt if previous else 0, 1),
-            created_at=previous.created_at if previous and previous.created_at else now,
+            attempt=max(held.attempt if held else 0, 1),
+            created_at=held.created_at if held and held.created_at else now,
             updated_at=now,
         )
         return self._put(entry)
 
     def record_succeeded(
-        self, request_id: str, result_urls: Sequence[str], credits: float | None = None
+        self,
+        request_id: str,
+        result_urls: Sequence[str],
+        credits: float | None = None,
+        *,
+        previous: LedgerEntry | _Unread | None = _UNREAD,
     ) -> LedgerEntry:
         """Record that the request's task succeeded.
 
@@ -345,6 +396,8 @@ class TaskLedger:
             request_id: The request id.
             result_urls: The task's result URLs.
             credits: Credits consumed, if reported.
+            previous: The entry as the caller last read or wrote it (``None``: it has none);
+                then only a PUT is made. Omitted, the entry is read first.
 
         Returns:
             The entry: state ``succeeded``, error cleared.
@@ -352,9 +405,8 @@ class TaskLedger:
         Raises:
             UnsafeKeyError: If the request id is unsafe.
         """
-        previous = self._current(request_id)
         entry = replace(
-            previous,
+            self._current(request_id, previous),
             state="succeeded",
             result_urls=list(result_urls),
             credits=credits,
@@ -364,13 +416,22 @@ class TaskLedger:
         )
         return self._put(entry)
 
-    def record_failed(self, request_id: str, error: str, retryable: bool) -> LedgerEntry:
+    def record_failed(
+        self,
+        request_id: str,
+        error: str,
+        retryable: bool,
+        *,
+        previous: LedgerEntry | _Unread | None = _UNREAD,
+    ) -> LedgerEntry:
         """Record that the request's task failed.
 
         Args:
             request_id: The request id.
             error: What went wrong.
             retryable: Whether a new task may succeed (a later run resubmits only if so).
+            previous: The entry as the caller last read or wrote it (``None``: it has none);
+                then only a PUT is made. Omitted, the entry is read first.
 
         Returns:
             The entry: state ``failed`` (the task id is kept).
@@ -378,9 +439,8 @@ class TaskLedger:
         Raises:
             UnsafeKeyError: If the request id is unsafe.
         """
-        previous = self._current(request_id)
         entry = replace(
-            previous,
+            self._current(request_id, previous),
             state="failed",
             error=error,
             retryable=retryable,
@@ -404,11 +464,20 @@ class TaskLedger:
 
     # -- helpers --
 
-    def _current(self, request_id: str) -> LedgerEntry:
+    def _held(self, request_id: str, previous: LedgerEntry | _Unread | None) -> LedgerEntry | None:
+        """The entry a write builds on: the one the caller holds, else the stored one."""
+        if isinstance(previous, _Unread):
+            return self.get(request_id)
+        validate_segment(request_id, "request_id")
+        if previous is not None and previous.request_id != request_id:
+            raise ValueError(f"previous= is the entry of {previous.request_id}, not {request_id}")
+        return previous
+
+    def _current(self, request_id: str, previous: LedgerEntry | _Unread | None) -> LedgerEntry:
         """The entry to update; a fresh one (model unknown) if the ledger has none."""
-        previous = self.get(request_id)
-        if previous is not None:
-            return previous
+        held = self._held(request_id, previous)
+        if held is not None:
+            return held
         now = self._stamp()
         return LedgerEntry(
             request_id=request_id, model="", state="submitted", created_at=now, updated_at=now

@@ -9,32 +9,42 @@ A model id such as ``ideogram/v3-text-to-image`` keeps its two path segments. Ev
 from an id or a name is checked against ``[A-Za-z0-9._-]+`` (and may not be ``.`` or ``..``), so a
 key can never leave the configured prefix; :class:`UnsafeKeyError` names the offending segment.
 
-Images are streamed: :meth:`ImageStore.put_image` hands boto3 a reader that hashes the bytes as
-boto3 reads them, so memory stays bounded by boto3's multipart chunk size whatever the image size.
+Images are streamed: :meth:`ImageStore.put_image` hashes the bytes as they are read. An image
+below the multipart threshold (8 MiB by default) is read into memory and sent with one
+``PutObject``; a larger one goes through boto3's multipart upload, so memory stays bounded by its
+chunk size whatever the image size.
+
+Reading many requests at once (:meth:`ImageStore.find_manifests_many`) lists a model's folder in
+pages instead of listing each request's folder, when that takes fewer calls.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     from boto3.s3.transfer import TransferConfig
     from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectTypeDef
 
 __all__ = [
     "MANIFEST_NAME",
     "ImageStore",
     "StoredObject",
     "UnsafeKeyError",
+    "connection_pool_size",
     "is_not_found",
     "join_key",
+    "list_objects",
     "model_segments",
     "normalize_prefix",
     "parse_s3_uri",
@@ -46,6 +56,9 @@ MAX_SEGMENT_LENGTH = 255
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 _EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}", re.ASCII)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_DEFAULT_POOL_CONNECTIONS = 10  # botocore's default max_pool_connections
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class UnsafeKeyError(ValueError):
@@ -169,6 +182,65 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+# -- listing and concurrency -----------------------------------------------------------------
+
+
+def connection_pool_size(client: S3Client) -> int:
+    """How many HTTP connections a boto3 client keeps (``Config(max_pool_connections=...)``).
+
+    More threads than this sharing the client only queue on urllib3's pool lock.
+
+    Args:
+        client: A boto3 S3 client.
+
+    Returns:
+        Its ``max_pool_connections`` (botocore's default, 10, if it has none).
+    """
+    size = getattr(client.meta.config, "max_pool_connections", None)
+    return int(size) if size else _DEFAULT_POOL_CONNECTIONS
+
+
+def list_objects(
+    client: S3Client, bucket: str, prefix: str, *, max_pages: int | None = None
+) -> list[ObjectTypeDef] | None:
+    """Every object under a prefix, one paginated ``ListObjectsV2`` (order not guaranteed).
+
+    Args:
+        client: A boto3 S3 client.
+        bucket: The bucket.
+        prefix: The key prefix.
+        max_pages: Give up after this many pages (``None``: no limit).
+
+    Returns:
+        The objects as ``ListObjectsV2`` returns them (``Key``, ``LastModified``...), or ``None``
+        if there are more than ``max_pages`` pages of them.
+    """
+    found: list[ObjectTypeDef] = []
+    paginator = client.get_paginator("list_objects_v2")
+    for pages, page in enumerate(paginator.paginate(Bucket=bucket, Prefix=prefix), start=1):
+        found.extend(page.get("Contents", []))
+        if max_pages is not None and pages >= max_pages and page.get("IsTruncated"):
+            return None
+    return found
+
+
+def _map_threads(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
+    """``[fn(item) for item in items]`` on up to ``workers`` threads (none for one worker)."""
+    workers = max(1, min(workers, len(items)))
+    if workers == 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kie-s3-read") as pool:
+        return list(pool.map(fn, items))
+
+
+def _newest_first(objects: Iterable[ObjectTypeDef]) -> list[str]:
+    """Keys of listed objects, most recently written first."""
+    dated = sorted(
+        ((item["LastModified"].isoformat(), item["Key"]) for item in objects), reverse=True
+    )
+    return [key for _, key in dated]
+
+
 # -- streaming -------------------------------------------------------------------------------
 
 
@@ -204,6 +276,18 @@ class _HashingReader:
         self.size += len(data)
         return bytes(data)
 
+    def read_at_most(self, size: int) -> bytes:
+        """Read until ``size`` bytes or the end of the stream (a file may return short reads)."""
+        parts: list[bytes] = []
+        have = 0
+        while have < size:
+            data = self.read(size - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
+
     def _read_chunks(self, size: int | None) -> bytes:
         parts: list[memoryview] = []
         have = 0
@@ -222,6 +306,35 @@ class _HashingReader:
             parts.append(chunk)
             have += len(chunk)
         return b"".join(parts)
+
+    def readable(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always ``False``: boto3 must read the stream once, in order."""
+        return False
+
+
+class _Prepended:
+    """A non-seekable file object: ``head`` (already read from ``rest``), then the rest."""
+
+    def __init__(self, head: bytes, rest: _HashingReader) -> None:
+        self._head: bytes | None = head
+        self._rest = rest
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (all remaining bytes if ``None`` or negative)."""
+        head, self._head = self._head, None
+        if head is None:
+            return self._rest.read(size)
+        if size is None or size < 0:
+            return head + self._rest.read()
+        if size < len(head):
+            head, self._head = head[:size], head[size:]
+            return head
+        # boto3 asks for exactly the threshold first: then the head is handed over, not copied.
+        return head + self._rest.read(size - len(head)) if size > len(head) else head
 
     def readable(self) -> bool:
         """Always ``True``."""
@@ -259,9 +372,10 @@ class ImageStore:
         client: A boto3 S3 client (thread-safe; shared by all calls).
         bucket: The bucket.
         prefix: Key prefix (``KIE_S3_PREFIX``); slashes around it are ignored.
-        transfer_config: boto3 transfer settings for image uploads; the default streams in
-            8 MiB parts, two at a time with two read ahead (a few parts of buffers per upload,
-            whatever the image size).
+        transfer_config: boto3 transfer settings for image uploads; images below its
+            ``multipart_threshold`` take one ``PutObject``. The default: 8 MiB threshold, larger
+            images streamed in 8 MiB parts, two at a time with two read ahead (a few parts of
+            buffers per upload, whatever the image size).
 
     Raises:
         UnsafeKeyError: If the prefix is unsafe.
@@ -278,7 +392,7 @@ class ImageStore:
         self.client = client
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
-        self._transfer_config = transfer_config
+        self._transfer_config = transfer_config or _default_transfer_config()
 
     # -- keys --
 
@@ -397,10 +511,11 @@ class ImageStore:
         *,
         content_type: str,
     ) -> StoredObject:
-        """Stream an image into S3, computing its SHA-256 and size on the way.
+        """Store an image in S3, computing its SHA-256 and size on the way.
 
-        The stream is read once, front to back, in boto3's multipart chunks; it is never held in
-        memory whole.
+        The stream is read once, front to back. Below the transfer config's multipart threshold
+        (8 MiB by default) it is read whole and sent with one ``PutObject``; above it, it is
+        streamed in boto3's multipart chunks and never held in memory whole.
 
         Args:
             key: The key (from :meth:`image_key`).
@@ -417,14 +532,23 @@ class ImageStore:
             botocore.exceptions.ClientError: If S3 refuses the upload.
         """
         self.check_key(key)
+        config = self._transfer_config
         reader = _HashingReader(stream)
-        self.client.upload_fileobj(
-            reader,  # type: ignore[arg-type]
-            self.bucket,
-            key,
-            ExtraArgs={"ContentType": content_type},
-            Config=self._transfer_config or _default_transfer_config(),
-        )
+        head = reader.read_at_most(config.multipart_threshold)
+        # The same cut as boto3's (multipart from the threshold on), without a transfer manager
+        # and its threads per small image.
+        if len(head) < config.multipart_threshold:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=head, ContentType=content_type)
+        else:
+            upload = _Prepended(head, reader)
+            del head  # else the first part stays in memory until the whole upload is done
+            self.client.upload_fileobj(
+                upload,  # type: ignore[arg-type]
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
+                Config=config,
+            )
         return StoredObject(
             key=key, uri=self.uri(key), sha256=reader.sha256.hexdigest(), size=reader.size
         )
@@ -544,17 +668,59 @@ class ImageStore:
             UnsafeKeyError: If a segment is unsafe.
         """
         folder = self.request_prefix(model, request_id)
-        found: list[tuple[str, str]] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
-            for item in page.get("Contents", []):
-                rest = item["Key"][len(folder) :]
-                task_id, _, name = rest.partition("/")
-                if name == MANIFEST_NAME and task_id:
-                    found.append((item["LastModified"].isoformat(), item["Key"]))
-        found.sort(reverse=True)
-        manifests = (self._read_manifest(key) for _, key in found)
+        listed = list_objects(self.client, self.bucket, folder) or []
+        keys = _newest_first(item for item in listed if _is_manifest(item["Key"][len(folder) :]))
+        manifests = (self._read_manifest(key) for key in keys)
         return [manifest for manifest in manifests if manifest is not None]
+
+    def find_manifests_many(
+        self, model: str, request_ids: Iterable[str], *, max_workers: int = 16
+    ) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`find_manifests` of many requests of one model, in few calls.
+
+        When there are more requests than threads, the model's folder is listed once (paginated)
+        and only the manifests found are read; a new batch then costs a page or so of LIST,
+        whatever its size. If that folder turns out to hold more pages than there are rounds
+        of per-request LISTs (a long history, a small batch), each request's folder is listed
+        instead, concurrently.
+
+        Args:
+            model: The model id.
+            request_ids: The request ids (duplicates are read once).
+            max_workers: Threads for concurrent calls (also capped by the client's pool).
+
+        Returns:
+            Every request id → its manifests, newest first (``[]`` when it has none).
+
+        Raises:
+            UnsafeKeyError: If a segment is unsafe (checked before any request is made).
+        """
+        ids = list(dict.fromkeys(request_ids))
+        folders = {request_id: self.request_prefix(model, request_id) for request_id in ids}
+        workers = max(1, min(max_workers, connection_pool_size(self.client)))
+        listed = None
+        if len(ids) > workers:
+            model_folder = join_key(self.prefix, *model_segments(model)) + "/"
+            rounds = math.ceil(len(ids) / workers)
+            listed = list_objects(self.client, self.bucket, model_folder, max_pages=rounds)
+        if listed is None:
+            found = _map_threads(lambda rid: self.find_manifests(model, rid), ids, workers)
+            return dict(zip(ids, found, strict=True))
+        by_request: dict[str, list[ObjectTypeDef]] = {}
+        for item in listed:
+            request_id, _, rest = item["Key"][len(model_folder) :].partition("/")
+            if request_id in folders and _is_manifest(rest):
+                by_request.setdefault(request_id, []).append(item)
+        keys = [key for items in by_request.values() for key in _newest_first(items)]
+        read = dict(zip(keys, _map_threads(self._read_manifest, keys, workers), strict=True))
+        return {
+            request_id: [
+                manifest
+                for key in _newest_first(by_request.get(request_id, []))
+                if (manifest := read[key]) is not None
+            ]
+            for request_id in ids
+        }
 
     def _read_manifest(self, key: str) -> dict[str, Any] | None:
         try:
@@ -600,3 +766,9 @@ def is_not_found(error: Exception) -> bool:
     if not isinstance(response, dict):
         return False
     return str(response.get("Error", {}).get("Code", "")) in _NOT_FOUND
+
+
+def _is_manifest(rest: str) -> bool:
+    """Whether a key relative to a request folder is a manifest (``{task}/manifest.json``)."""
+    task_id, _, name = rest.partition("/")
+    return bool(task_id) and name == MANIFEST_NAME
