@@ -40,7 +40,7 @@ def run(emulator: EmulatorProcess | None, *args: str, key: str | None = None,
 def test_help_reads_well() -> None:
     result = run(None, "--help")
     assert result.returncode == 0
-    for command in ("emulator", "generate", "credits", "task", "validate"):
+    for command in ("emulator", "generate", "credits", "task", "validate", "ledger"):
         assert command in result.stdout
 
 
@@ -108,6 +108,27 @@ def test_validate_is_a_dry_run(emulator: EmulatorProcess, tmp_path: Path) -> Non
     assert failed.returncode == 1
     assert "bad.jsonl:1" in failed.stdout and "style" in failed.stdout
     assert emulator.admin.stats()["create_calls"] == before
+
+
+def test_validate_counts_read_well(tmp_path: Path) -> None:
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"prompt": "a"}\n{"prompt": "a"}\n{"prompt": "b", "stlye": "AUTO"}\n')
+    result = run(None, "validate", str(one))
+    assert result.returncode == 1
+    assert f"{one}: 1 valid, 1 invalid, 1 duplicate record\n" in result.stdout
+    assert "would create 1 task and 1 image (~1.6 credits); 1 problem\n" in result.stdout
+    # the unknown field is named, with a guess and the fields allowed
+    assert f"{one}:3: input.stlye: Extra inputs are not permitted: 'stlye' is not a field of " in (
+        result.stdout
+    )
+    assert "(did you mean 'style'?); allowed: expand_prompt, image_size, " in result.stdout
+
+
+def test_generate_names_the_unknown_field_and_the_allowed_ones(emulator: EmulatorProcess) -> None:
+    result = run(emulator, "generate", "x", "--input", '{"sead": 3}')
+    assert result.returncode == 2
+    assert "input.sead: Extra inputs are not permitted" in result.stderr
+    assert "(did you mean 'seed'?)" in result.stderr and "negative_prompt" in result.stderr
 
 
 def test_emulator_subcommand_passes_flags_through() -> None:

@@ -225,7 +225,7 @@ def test_validate_applies_model_and_defaults(
     assert main(args) == 1  # a character request needs reference images
     urls = '--default=reference_image_urls=["https://x/p.png"]'
     assert main([*args, urls, "--default", "num_images=2"]) == 0
-    assert "would create 1 tasks and 2 images" in capsys.readouterr().out
+    assert "would create 1 task and 2 images" in capsys.readouterr().out
 
 
 def test_validate_refuses_bad_defaults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -128,6 +128,6 @@ def test_validate_is_a_dry_run(
     out = capsys.readouterr().out
     assert code == 1  # one invalid record
     assert re.search(r"batch.jsonl:4: input.style: .*'AUTO'.*'DESIGN'", out), out
-    assert "would create 5 tasks and 9 images (~14.4 credits); 1 problems" in out
+    assert "would create 5 tasks and 9 images (~14.4 credits); 1 problem" in out
     assert emulator.admin.stats()["requests_total"] == 0  # nothing was sent anywhere
     record("budget", case="dagster-kie validate (dry run)", message=out.strip().splitlines()[-1])
