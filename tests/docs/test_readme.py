@@ -28,6 +28,7 @@ from dagster_kie import KieResource
 from dagster_kie._process import ServerProcess
 from dagster_kie.component import KieImageGeneration
 from dagster_kie.emulator import EmulatorProcess
+from dagster_kie.ledger import TaskLedger
 from dagster_kie.prompts import parse_prompt_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,9 +178,17 @@ def test_real_kie_block_validates(tmp_path: Path) -> None:
     run(script, {"DAGSTER_HOME": str(tmp_path / "home")})
 
 
-def test_cli_lines_run_against_the_emulator(kie_env: dict[str, str], tmp_path: Path) -> None:
+def test_cli_lines_run_against_the_emulator(
+    kie_env: dict[str, str], tmp_path: Path, local_s3: Any, s3_bucket: tuple[Any, str]
+) -> None:
     commands = [line for line in shell_lines() if line.startswith("dagster-kie")]
-    assert len(commands) == 5
+    assert len(commands) == 8
+    # The ledger lines act on two requests a crashed run left unconfirmed.
+    client, bucket = s3_bucket
+    ledger = TaskLedger(client, bucket, "kie")
+    for request_id in ("readme-confirm", "readme-forget"):
+        ledger.record_intent(request_id, "ideogram/v3-text-to-image")
+    env = {**kie_env, **local_s3.env(), "KIE_S3_BUCKET": bucket}
     task_id = None
     for command in commands:
         if command.startswith("dagster-kie emulator"):
@@ -188,11 +197,18 @@ def test_cli_lines_run_against_the_emulator(kie_env: dict[str, str], tmp_path: P
         if "<task id>" in command:
             assert task_id is not None
             command = command.replace("<task id>", task_id)
-        output = run(command.replace("images/", f"{tmp_path}/"), kie_env)
+        action = command.split()[2] if command.startswith("dagster-kie ledger") else ""
+        command = command.replace("<request id>", f"readme-{action}")
+        output = run(command.replace("images/", f"{tmp_path}/"), env)
         saved = [Path(word) for word in output.split() if word.endswith(".png")]
         if saved:
             assert saved[0].exists()
             task_id = saved[0].name.rsplit("-", 1)[0]
+        if action == "list":
+            assert "readme-confirm" in output and "readme-forget" in output
+    confirmed = ledger.get("readme-confirm")
+    assert confirmed is not None and (confirmed.state, confirmed.task_id) == ("submitted", task_id)
+    assert ledger.get("readme-forget") is None
 
 
 def test_callback_receiver_line_starts(local_s3: Any) -> None:
