@@ -1,22 +1,24 @@
-"""dagster-kie through Dagster: ``dagster asset materialize`` of one prompt-file partition.
+"""dagster-kie through Dagster: one run of the ``kie_generate_images`` job for one prompt file.
 
 Like ``definitions/demo.py``: a temporary ``DAGSTER_HOME``, the prompt file in a temporary
 ``KIE_PROMPTS_DIR``, the partition registered beforehand (what the prompt sensor would do), then
-the CLI run that users launch. The resource's rate limits come from the project's environment
-variables (``KIE_CREATE_TASKS_PER_WINDOW``, ``KIE_CREATE_WINDOW_SECONDS``,
+the run the prompt sensor and the schedule launch: the job (in-process executor) for that
+partition, from the CLI (``dagster job execute``). The resource's rate limits come from the
+project's environment variables (``KIE_CREATE_TASKS_PER_WINDOW``, ``KIE_CREATE_WINDOW_SECONDS``,
 ``KIE_QUERIES_PER_SECOND``), like every other setting: no run config.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from bench.workload import ContenderConfig
 
-__all__ = ["ASSETS", "PARTITIONS", "prepare"]
+__all__ = ["JOB", "PARTITIONS", "prepare"]
 
-ASSETS = "kie/generation_requests,kie/submitted_tasks,kie/generated_images"
+JOB = "kie_generate_images"
 PARTITIONS = "kie_prompt_files"
 DAGSTER_YAML = """\
 telemetry:
@@ -48,8 +50,8 @@ def prepare(config: ContenderConfig, workdir: Path) -> tuple[list[str], dict[str
     _register_partition(home, prompts.name)
     dagster = str(Path(sys.executable).with_name("dagster"))
     argv = [
-        dagster, "asset", "materialize", "-m", "definitions", "--select", ASSETS,
-        "--partition", prompts.name,
+        dagster, "job", "execute", "-m", "definitions", "-j", JOB,
+        "--tags", json.dumps({"dagster/partition": prompts.name}),
     ]
     return argv, env
 
