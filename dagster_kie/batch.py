@@ -17,6 +17,14 @@ The money rules, in order:
    otherwise it is reported as ``unconfirmed`` (not retried, never paid twice) until the user
    allows a resubmission.
 4. A task that failed (not charged by kie.ai) is resubmitted only if its error was retryable.
+
+S3 traffic: before any request starts, the run reads the whole batch's state in bulk (the ledger
+and each model's folder listed in pages, then only the entries and manifests that exist are
+read), so a new batch of 1,000 costs a few calls, not two per request. The run owns its request
+ids, so its ledger writes build on the entry it last read or wrote (one PUT each, see
+:mod:`dagster_kie.ledger`); the intent and the task id are written on their own small thread pool,
+so that uploads queued in the main one never delay a createTask. Threads are capped by the S3
+client's connection pool (``max_pool_connections``).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from dagster_kie.ledger import LedgerEntry, TaskLedger
 from dagster_kie.models import TaskRecord, image_sources, with_image_sources
 from dagster_kie.prompts import ParsedRequest
 from dagster_kie.rate_limit import SlidingWindow
-from dagster_kie.storage import ImageStore, parse_s3_uri
+from dagster_kie.storage import ImageStore, UnsafeKeyError, connection_pool_size, parse_s3_uri
 
 __all__ = ["BatchReport", "BatchRunner", "RequestOutcome", "StoredImage", "is_transient_error"]
 
@@ -62,6 +70,7 @@ Status = Literal["stored", "already_stored", "submitted", "failed", "unconfirmed
 T = TypeVar("T")
 
 _SPOOL_BYTES = 2 * 1024 * 1024
+_SUBMIT_THREADS = 4
 _CONTENT_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -198,7 +207,21 @@ class BatchRunner:
         self._callback_url = callback_url
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._downloads = asyncio.Semaphore(max_downloads)
-        self._io = ThreadPoolExecutor(max_workers=max_downloads + 8, thread_name_prefix="kie-s3")
+        # No more threads than the S3 clients have connections (extra ones only queue on
+        # urllib3's pool lock), and a few of them kept for the ledger writes around createTask,
+        # so that the rate limiter, not the queue of uploads, paces createTask.
+        connections = min(connection_pool_size(store.client), connection_pool_size(ledger.client))
+        submit_threads = max(1, min(_SUBMIT_THREADS, connections // 4))
+        io_threads = max(1, min(max_downloads + 8, connections - submit_threads))
+        self._io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="kie-s3")
+        self._submit_io = ThreadPoolExecutor(
+            max_workers=submit_threads, thread_name_prefix="kie-s3-submit"
+        )
+        self._io_threads = io_threads
+        # The ledger entry of each request as last read or written by this run: the run owns its
+        # request ids, so its writes build on these instead of reading the entry again.
+        self._entries: dict[str, LedgerEntry | None] = {}
+        self._manifests: dict[str, list[dict[str, Any]]] = {}
         self._resubmit_unconfirmed = resubmit_unconfirmed
         self._on_progress = on_progress or (lambda line: logger.info(line))
         self._done = 0
@@ -206,6 +229,10 @@ class BatchRunner:
     async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, lambda: fn(*args, **kwargs))
+
+    async def _submit_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._submit_io, lambda: fn(*args, **kwargs))
 
     async def run(
         self, requests: Sequence[ParsedRequest], *, submit_only: bool = False
@@ -218,22 +245,18 @@ class BatchRunner:
         """
         started = time.monotonic()
         try:
-            entries = await self._io_call(
-                self._ledger.get_many, [item.request_id for item in requests]
-            )
+            await self._read_state(requests)
             total = len(requests)
             progress = asyncio.create_task(self._report_progress(total))
             try:
                 outcomes = await asyncio.gather(
-                    *(
-                        self._process(item, entries.get(item.request_id), submit_only)
-                        for item in requests
-                    )
+                    *(self._process(item, submit_only) for item in requests)
                 )
             finally:
                 progress.cancel()
         finally:
             self._io.shutdown(wait=False)
+            self._submit_io.shutdown(wait=False)
         report = BatchReport(outcomes=list(outcomes), elapsed_seconds=time.monotonic() - started)
         self._on_progress(
             f"kie batch done in {report.elapsed_seconds:.1f}s: "
@@ -243,14 +266,45 @@ class BatchRunner:
         )
         return report
 
+    async def _read_state(self, requests: Sequence[ParsedRequest]) -> None:
+        """Read the ledger entries and manifests of the whole batch in bulk, before any request.
+
+        A LIST page names up to 1,000 objects, so a new batch costs a few calls whatever its size
+        instead of a GET and a LIST per request; only the entries and manifests that exist are
+        read.
+        """
+        ids = [item.request_id for item in requests]
+        by_model: dict[str, list[str]] = {}
+        for item in requests:
+            by_model.setdefault(item.request.model, []).append(item.request_id)
+        entries, *manifests = await asyncio.gather(
+            self._io_call(self._ledger.get_many, ids),
+            *(self._io_call(self._manifests_of, model, group) for model, group in by_model.items()),
+        )
+        self._entries = {request_id: entries.get(request_id) for request_id in ids}
+        for found in manifests:
+            self._manifests.update(found)
+
+    def _manifests_of(self, model: str, request_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The manifests of one model's requests; none known if the bulk read fails.
+
+        Requests left out read their own manifests when they start, so that an unsafe model id
+        or a malformed manifest fails those requests alone, as it would without the bulk read.
+        """
+        try:
+            return self._store.find_manifests_many(model, request_ids, max_workers=self._io_threads)
+        except UnsafeKeyError:
+            return {}
+        except (OSError, ValueError, BotoCoreError, ClientError) as error:
+            logger.warning("bulk manifest read for %s failed, reading one by one: %s", model, error)
+            return {}
+
     async def _report_progress(self, total: int) -> None:
         while True:
             await asyncio.sleep(15)
             self._on_progress(f"kie batch: {self._done}/{total} requests finished")
 
-    async def _process(
-        self, item: ParsedRequest, entry: LedgerEntry | None, submit_only: bool
-    ) -> RequestOutcome:
+    async def _process(self, item: ParsedRequest, submit_only: bool) -> RequestOutcome:
         request = item.request
         outcome = RequestOutcome(
             request_id=item.request_id,
@@ -262,7 +316,7 @@ class BatchRunner:
         )
         async with self._in_flight:
             try:
-                await self._advance(item, entry, outcome, submit_only)
+                await self._advance(item, outcome, submit_only)
             except KieError as error:
                 outcome.status = "failed"
                 outcome.error = str(error)
@@ -278,14 +332,14 @@ class BatchRunner:
         return outcome
 
     async def _advance(
-        self,
-        item: ParsedRequest,
-        entry: LedgerEntry | None,
-        outcome: RequestOutcome,
-        submit_only: bool,
+        self, item: ParsedRequest, outcome: RequestOutcome, submit_only: bool
     ) -> None:
         request = item.request
-        manifests = await self._io_call(self._store.find_manifests, request.model, item.request_id)
+        manifests = self._manifests.pop(item.request_id, None)
+        if manifests is None:
+            manifests = await self._io_call(
+                self._store.find_manifests, request.model, item.request_id
+            )
         complete = [m for m in manifests if len(m.get("images", [])) >= request.num_images]
         if complete:
             outcome.status = "already_stored"
@@ -294,7 +348,7 @@ class BatchRunner:
             outcome.images = [_image_from_manifest(image) for image in complete[0]["images"]]
             return
 
-        task_id = await self._task_for(item, entry, outcome)
+        task_id = await self._task_for(item, outcome)
         if task_id is None:
             return
         outcome.task_id = task_id
@@ -308,8 +362,12 @@ class BatchRunner:
             record = await self._client.wait(task_id, model=request.model, external=external)
         except GenerationFailedError as error:
             self._settle(outcome, None)
-            await self._io_call(
-                self._ledger.record_failed, item.request_id, str(error), error.retryable
+            await self._record(
+                self._io_call,
+                self._ledger.record_failed,
+                item.request_id,
+                str(error),
+                error.retryable,
             )
             raise
         outcome.wait_seconds = time.monotonic() - waited
@@ -317,10 +375,9 @@ class BatchRunner:
         self._settle(outcome, record.credits_consumed)
         await self._store_results(item, record, outcome)
 
-    async def _task_for(
-        self, item: ParsedRequest, entry: LedgerEntry | None, outcome: RequestOutcome
-    ) -> str | None:
+    async def _task_for(self, item: ParsedRequest, outcome: RequestOutcome) -> str | None:
         """The task to wait on: a recorded one, or a new one created now."""
+        entry = self._entries.get(item.request_id)
         if entry is not None and entry.task_id and entry.state in ("submitted", "succeeded"):
             return entry.task_id
         if entry is not None and entry.state == "failed" and not entry.retryable:
@@ -352,6 +409,7 @@ class BatchRunner:
         delay = 0.5
         while True:
             fresh = await self._io_call(self._ledger.get, item.request_id)
+            self._entries[item.request_id] = fresh
             if fresh is not None and fresh.task_id and fresh.state in ("submitted", "succeeded"):
                 return fresh.task_id
             left = deadline - time.time()
@@ -389,7 +447,17 @@ class BatchRunner:
             await asyncio.sleep(delay)
         if self._spend is not None:
             outcome.reserved_credits = self._spend.reserve(request.num_images)
-        await self._io_call(self._ledger.record_intent, item.request_id, request.model)
+        held = self._entries.get(item.request_id)
+        if held is not None and held.state == "submitting":
+            # The receiver may fill in a task id on such an entry at any time (the pacing and
+            # input uploads above can take a while): read it again, a recorded task is kept.
+            self._entries[item.request_id] = await self._submit_call(
+                self._ledger.record_intent, item.request_id, request.model
+            )
+        else:
+            await self._record(
+                self._submit_call, self._ledger.record_intent, item.request_id, request.model
+            )
         sent_at = time.time()
         try:
             task_id = await self._client.create_task(request, callback_url=callback)
@@ -397,7 +465,8 @@ class BatchRunner:
             if not _maybe_created(error):
                 self._settle(outcome, None)
                 # Provably no task: clear the intent so the next run sends it normally.
-                await self._io_call(self._ledger.forget, item.request_id)
+                await self._submit_call(self._ledger.forget, item.request_id)
+                self._entries[item.request_id] = None
                 raise
             # The request reached kie.ai but its reply was lost: a task may exist (and be paid).
             found = await self._confirm(item, sent_at)
@@ -412,8 +481,27 @@ class BatchRunner:
         if self._creates_returned == self._crash_after_create:
             _crash_for_test()
         outcome.created_task = True
-        await self._io_call(self._ledger.record_submitted, item.request_id, request.model, task_id)
+        # If a callback made the receiver record this task first, this writes the same task id.
+        await self._record(
+            self._submit_call,
+            self._ledger.record_submitted,
+            item.request_id,
+            request.model,
+            task_id,
+        )
         return task_id
+
+    async def _record(
+        self,
+        call: Callable[..., Awaitable[LedgerEntry]],
+        write: Callable[..., LedgerEntry],
+        request_id: str,
+        *args: Any,
+    ) -> None:
+        """One ledger write on the entry this run holds (a PUT, no GET); keep the result."""
+        self._entries[request_id] = await call(
+            write, request_id, *args, previous=self._entries.get(request_id)
+        )
 
     def _settle(self, outcome: RequestOutcome, actual: float | None) -> None:
         if self._spend is not None and outcome.reserved_credits:
@@ -462,8 +550,12 @@ class BatchRunner:
         outcome.images = list(images)
         manifest = _manifest(item, record, outcome.images)
         outcome.manifest_uri = await self._io_call(self._store.put_manifest, manifest)
-        await self._io_call(
-            self._ledger.record_succeeded, item.request_id, urls, record.credits_consumed
+        await self._record(
+            self._io_call,
+            self._ledger.record_succeeded,
+            item.request_id,
+            urls,
+            record.credits_consumed,
         )
         if self._inbox is not None:
             await self._io_call(self._inbox.delete, record.task_id)
