@@ -2,7 +2,11 @@
 
 Each prompt file is one partition; it is materialized, then re-executed while its run failed for a
 retryable reason (the retry sensor's rule), up to ``max_runs`` times. The audit then counts
-created tasks, stored images, duplicates, losses and requests paid twice.
+created tasks, stored images, duplicates, losses and requests paid twice. Last, the operator's
+reconciliation: every request left unconfirmed is looked up in the task log (the emulator's task
+list stands in for kie.ai's dashboard; a request's task is found by its prompt) and settled with the
+real ``dagster-kie ledger confirm`` (its task exists) or ``dagster-kie ledger forget --yes`` (none
+was created); the partitions are run again and audited a second time.
 
     python -m tests.reliability.soak                    # 2,000 requests, polling and callbacks
     python -m tests.reliability.soak --requests 500 --mode callbacks
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -67,6 +72,9 @@ class SoakResult:
     unconfirmed_created: int = 0
     unconfirmed_not_created: int = 0
     messages: list[str] = field(default_factory=list)
+    reconciled: Counter[str] = field(default_factory=Counter)
+    runs_after: int = 0
+    after: Audit | None = None
 
     def figures(self) -> dict[str, Any]:
         found = self.audit
@@ -94,6 +102,25 @@ class SoakResult:
             "connections_dropped": stats["connections_dropped"],
             "rate_limited": stats["rate_limited"].get("total", 0),
             "download_url_calls": stats["query_calls"].get("download_url", 0),
+            **self._after_figures(),
+        }
+
+    def _after_figures(self) -> dict[str, Any]:
+        after = self.after
+        if after is None:
+            return {}
+        return {
+            "confirmed": self.reconciled["confirmed"],
+            "forgotten": self.reconciled["forgotten"],
+            "runs_after": self.runs_after,
+            "requests_stored_after": len(after.stored),
+            "failed_for_good_after": sum(
+                1 for rid in after.requests if after.state_of(rid) == "failed"
+            ),
+            "duplicates_after": after.duplicates,
+            "paid_twice_after": len(after.paid_twice),
+            "unconfirmed_after": after.summary()["unconfirmed"],
+            "lost_after": len(after.lost),
         }
 
 
@@ -199,6 +226,11 @@ def run_soak(
         found = rig.audit()
         unconfirmed = [rid for rid in found.requests if found.state_of(rid) == "submitting"]
         created = sum(1 for rid in unconfirmed if found.tasks[rid])
+        reconciled = reconcile(found, emulator, s3_server, bucket)
+        log(f"  reconciled: {_counts(reconciled)}")
+        runs_after = 0
+        for partition in partitions:
+            runs_after += len(rig.until_done(partition, max_runs))
         return SoakResult(
             mode=mode,
             requests=requests,
@@ -212,7 +244,56 @@ def run_soak(
             unconfirmed_created=created,
             unconfirmed_not_created=len(unconfirmed) - created,
             messages=messages,
+            reconciled=reconciled,
+            runs_after=runs_after,
+            after=rig.audit(),
         )
+
+
+def reconcile(
+    found: Audit, emulator: EmulatorProcess, s3_server: LocalS3Server, bucket: str
+) -> Counter[str]:
+    """Settle every unconfirmed request the way an operator would, with ``dagster-kie ledger``.
+
+    The operator finds the request's task in the task log by its prompt (``found.tasks``: the
+    emulator's task list): one task → ``confirm`` it (the next run stores its images), none →
+    ``forget --yes`` (the next run sends it). The commands run through the CLI's own entry point,
+    checks included (``confirm`` looks the task up on kie.ai).
+    """
+    from dagster_kie.cli import main as cli_main
+
+    done: Counter[str] = Counter()
+    env = {**s3_server.env(), "KIE_S3_BUCKET": bucket, "KIE_S3_PREFIX": "kie"}
+    kie = ["--api-key", emulator.api_key, "--base-url", emulator.base_url]
+    with _environment(env), contextlib.redirect_stdout(io.StringIO()):
+        for rid in found.requests:
+            if found.state_of(rid) != "submitting":
+                continue
+            tasks = found.tasks[rid]
+            if len(tasks) == 1:
+                args, outcome = ["ledger", "confirm", rid, tasks[0]["taskId"]], "confirmed"
+            elif not tasks:
+                args, outcome = ["ledger", "forget", rid, "--yes"], "forgotten"
+            else:  # two tasks for one request: already paid twice, for the audit to report
+                done["left alone"] += 1
+                continue
+            code = cli_main([*kie, *args])
+            done[outcome if code == 0 else f"{outcome} refused (exit {code})"] += 1
+    return done
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _kind(result: dg.ExecuteInProcessResult) -> str:
@@ -257,7 +338,17 @@ def soak_table(results: list[dict[str, Any]]) -> str:
         ("unconfirmed, not resent (task exists / never created)",
          lambda r: f"{r['unconfirmed_not_resent']} ({r['unconfirmed_task_exists']} / "
                    f"{r['unconfirmed_not_resent'] - r['unconfirmed_task_exists']})"),
-        ("**lost** (paid, not stored)", lambda r: f"**{r['lost']}**"),
+        ("**lost** before reconciliation (paid, not stored, named in the run's failure)",
+         lambda r: f"**{r['lost']}**"),
+        ("reconciled with `dagster-kie ledger` (confirm / forget --yes)",
+         lambda r: f"{r['confirmed']} / {r['forgotten']}"),
+        ("runs after reconciliation", lambda r: f"{r['runs_after']}"),
+        ("requests stored after (failed for good)",
+         lambda r: f"{r['requests_stored_after']:,} ({r['failed_for_good_after']})"),
+        ("duplicates / paid twice / unconfirmed after",
+         lambda r: f"{r['duplicates_after']} / {r['paid_twice_after']} / "
+                   f"{r['unconfirmed_after']}"),
+        ("**lost** after reconciliation", lambda r: f"**{r['lost_after']}**"),
     ]  # fmt: skip
     header = "| | " + " | ".join(f"{r['mode']} mode" for r in results) + " |"
     lines = [header, "|---|" + "---|" * len(results)]
@@ -371,7 +462,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.write:
         _replace_block("soak", table)
-    clean = all(r["duplicates"] == 0 and r["paid_twice"] == 0 for r in results)
+    clean = all(
+        r["duplicates"] == 0 and r["paid_twice_after"] == 0 and r["lost_after"] == 0
+        for r in results
+    )
     return 0 if clean else 1
 
 

@@ -67,3 +67,13 @@ def test_soak(
     for rid, tasks in found.tasks.items():
         ordered = sorted(tasks, key=lambda task: task["created"])
         assert all(task["state"] == "fail" for task in ordered[:-1]), (rid, ordered)
+
+    # The operator settled every unconfirmed request with `dagster-kie ledger`; runs again then
+    # store every paid image and send each never-created request once: nothing lost in any mode.
+    after = result.after
+    assert after is not None and not after.problems, figures
+    assert result.reconciled["confirmed"] == result.unconfirmed_created, figures
+    assert result.reconciled["forgotten"] == result.unconfirmed_not_created, figures
+    assert after.lost == [] and after.paid_twice == [] and after.duplicates == 0, figures
+    failed_after = {rid for rid in after.requests if after.state_of(rid) == "failed"}
+    assert set(after.stored) | failed_after == set(after.requests), figures
