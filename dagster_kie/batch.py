@@ -270,20 +270,23 @@ class BatchRunner:
         """Read the ledger entries and manifests of the whole batch in bulk, before any request.
 
         A LIST page names up to 1,000 objects, so a new batch costs a few calls whatever its size
-        instead of a GET and a LIST per request; only the entries and manifests that exist are
-        read.
+        instead of a GET and a LIST per request; only the manifests and entries that exist are
+        read, and the ledger only for requests not already stored.
         """
-        ids = [item.request_id for item in requests]
         by_model: dict[str, list[str]] = {}
         for item in requests:
             by_model.setdefault(item.request.model, []).append(item.request_id)
-        entries, *manifests = await asyncio.gather(
-            self._io_call(self._ledger.get_many, ids),
-            *(self._io_call(self._manifests_of, model, group) for model, group in by_model.items()),
-        )
-        self._entries = {request_id: entries.get(request_id) for request_id in ids}
-        for found in manifests:
+        for found in await asyncio.gather(
+            *(self._io_call(self._manifests_of, model, group) for model, group in by_model.items())
+        ):
             self._manifests.update(found)
+        pending = [
+            item.request_id
+            for item in requests
+            if not _complete(self._manifests.get(item.request_id), item.request.num_images)
+        ]
+        entries = await self._io_call(self._ledger.get_many, pending)
+        self._entries = {request_id: entries.get(request_id) for request_id in pending}
 
     def _manifests_of(self, model: str, request_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The manifests of one model's requests; none known if the bulk read fails.
@@ -340,7 +343,7 @@ class BatchRunner:
             manifests = await self._io_call(
                 self._store.find_manifests, request.model, item.request_id
             )
-        complete = [m for m in manifests if len(m.get("images", [])) >= request.num_images]
+        complete = _complete(manifests, request.num_images)
         if complete:
             outcome.status = "already_stored"
             outcome.task_id = complete[0].get("task_id")
@@ -644,6 +647,11 @@ def _expected_size(image_size: str) -> tuple[int, int] | None:
     from dagster_kie.models import IMAGE_SIZE_DIMENSIONS
 
     return IMAGE_SIZE_DIMENSIONS.get(image_size)
+
+
+def _complete(manifests: list[dict[str, Any]] | None, num_images: int) -> list[dict[str, Any]]:
+    """The manifests that hold all of a request's images."""
+    return [m for m in manifests or [] if len(m.get("images", [])) >= num_images]
 
 
 def _image_from_manifest(image: dict[str, Any]) -> StoredImage:

@@ -7,6 +7,7 @@ import io
 import json
 import tempfile
 import tracemalloc
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
@@ -220,3 +221,90 @@ def test_missing_bucket_is_an_error_not_a_missing_object(s3_bucket: tuple[Any, s
     store = ImageStore(client, "no-such-bucket-kie-test")
     with pytest.raises(Exception, match="NoSuchBucket"):
         store.get_manifest(MODEL, "r", "t")
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """A live count of ``client``'s S3 operations by name."""
+    counts: Counter[str] = Counter()
+
+    def on_call(model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+
+    client.meta.events.register("before-call.s3", on_call)
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("size", "operations"),
+    [
+        (14 * 1024, {"PutObject": 1}),
+        (5 * MIB - 1, {"PutObject": 1}),
+        # from the threshold on, as boto3 cuts it: multipart
+        (5 * MIB, {"CreateMultipartUpload": 1, "UploadPart": 1, "CompleteMultipartUpload": 1}),
+        (11 * MIB, {"CreateMultipartUpload": 1, "UploadPart": 3, "CompleteMultipartUpload": 1}),
+    ],
+    ids=["14KiB", "below", "at-threshold", "above"],
+)
+@pytest.mark.parametrize("source", ["file", "chunks"])
+def test_put_object_below_the_threshold_multipart_above(
+    local_s3: Any, s3_bucket: tuple[Any, str], size: int, operations: dict[str, int], source: str
+) -> None:
+    _, bucket = s3_bucket
+    client = local_s3.client()
+    store = ImageStore(client, bucket, transfer_config=tight_transfer())
+    data = (bytes(range(251)) * (size // 251 + 1))[:size]
+    stream: Any = io.BytesIO(data) if source == "file" else iter([data[:777], data[777:]])
+    key = store.image_key(MODEL, f"cut-{size}", "task", 0)
+    calls = count_calls(client)
+
+    stored = store.put_image(key, stream, content_type="image/webp")
+
+    assert calls == Counter(operations)
+    assert stored == StoredObject(
+        key=key, uri=f"s3://{bucket}/{key}", sha256=hashlib.sha256(data).hexdigest(), size=size
+    )
+    head = client.head_object(Bucket=bucket, Key=key)
+    assert (head["ContentLength"], head["ContentType"]) == (size, "image/webp")
+    with closing(store.open(key)) as body:
+        assert body.read() == data
+
+
+def test_find_manifests_many_matches_find_manifests(store: ImageStore) -> None:
+    ids = [f"req-{n}" for n in range(40)]
+    for n, rid in enumerate(ids[:10]):
+        store.put_manifest({"model": MODEL, "request_id": rid, "task_id": "t1", "n": n})
+        store.put_image(store.image_key(MODEL, rid, "t1", 0), [b"img"], content_type="image/png")
+    store.put_manifest({"model": MODEL, "request_id": "req-0", "task_id": "t2", "n": 99})
+    store.put_manifest({"model": MODEL, "request_id": "req-3x", "task_id": "t", "n": 0})
+    store.put_manifest({"model": "ideogram/v3-reframe", "request_id": "req-1", "task_id": "t"})
+    store.put_image(
+        store.task_prefix(MODEL, "req-2", "t1") + "nested/manifest.json", [b"{}"], content_type="x"
+    )
+    calls = count_calls(store.client)
+
+    many = store.find_manifests_many(MODEL, [*ids, "req-5"], max_workers=4)
+
+    assert calls == Counter({"ListObjectsV2": 1, "GetObject": 11})  # one LIST, the 11 found
+    assert many == {rid: store.find_manifests(MODEL, rid) for rid in ids}
+    assert [m["n"] for m in many["req-0"]] == [99, 0]  # newest first
+    assert many["req-39"] == []
+    calls.clear()
+    few = store.find_manifests_many(MODEL, ["req-1", "req-39"], max_workers=4)
+    assert few == {"req-1": many["req-1"], "req-39": []}
+    assert calls == Counter({"ListObjectsV2": 2, "GetObject": 1})  # few ids: one LIST each
+    with pytest.raises(UnsafeKeyError, match="request_id"):
+        store.find_manifests_many(MODEL, ["ok", "../escape"])
+
+
+def test_find_manifests_many_lists_each_request_when_the_folder_is_long(
+    moto_s3: tuple[Any, str],
+) -> None:
+    client, bucket = moto_s3
+    store = ImageStore(client, bucket)
+    for n in range(2001):  # three pages: more than the two rounds of LISTs two ids take
+        client.put_object(Bucket=bucket, Key=f"kie/{MODEL}/old-{n:05d}/t/0.png", Body=b"x")
+    store.put_manifest({"model": MODEL, "request_id": "mine", "task_id": "t"})
+    calls = count_calls(client)
+    found = store.find_manifests_many(MODEL, ["mine", "not-there"], max_workers=1)
+    assert [m["task_id"] for m in found["mine"]] == ["t"] and found["not-there"] == []
+    assert calls == Counter({"ListObjectsV2": 4, "GetObject": 1})  # 2 pages, then 1 + 1

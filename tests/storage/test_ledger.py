@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -221,3 +224,100 @@ def test_entry_json_tolerates_extra_and_missing_optional_fields() -> None:
     )
     assert entry == LedgerEntry(request_id="r", model="", state="submitting")
     assert LedgerEntry.from_dict(json.loads(entry.to_json())) == entry
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """A live count of ``client``'s S3 operations by name."""
+    counts: Counter[str] = Counter()
+
+    def on_call(model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+
+    client.meta.events.register("before-call.s3", on_call)
+    return counts
+
+
+def test_writes_on_a_held_entry_make_no_get(local_s3: LocalS3Server) -> None:
+    client = local_s3.client()
+    bucket = "held-" + uuid.uuid4().hex[:12]
+    client.create_bucket(Bucket=bucket)
+    ledger = TaskLedger(client, bucket, clock=Clock())
+    calls = count_calls(client)
+
+    intent = ledger.record_intent("held-1", MODEL, previous=None)
+    submitted = ledger.record_submitted("held-1", MODEL, "task-1", previous=intent)
+    done = ledger.record_succeeded("held-1", ["u"], 2.0, previous=submitted)
+    assert calls == Counter({"PutObject": 3})
+    assert ledger.get("held-1") == done
+    assert (done.state, done.task_id, done.attempt, done.created_at) == (
+        "succeeded",
+        "task-1",
+        1,
+        intent.created_at,
+    )
+
+    calls.clear()
+    failed = ledger.record_failed("held-1", "boom", retryable=True, previous=done)
+    again = ledger.record_intent("held-1", MODEL, previous=failed)
+    assert calls == Counter({"PutObject": 2})
+    assert (again.state, again.task_id, again.attempt) == ("submitting", None, 2)
+
+    # a held entry still guards a recorded task
+    calls.clear()
+    with pytest.raises(LedgerConflictError, match="task-1"):
+        ledger.record_intent("held-1", MODEL, previous=done)
+    assert ledger.record_submitted("held-1", MODEL, "task-1", previous=done) == done
+    with pytest.raises(ValueError, match="held-1"):
+        ledger.record_submitted("other", MODEL, "task-2", previous=done)
+    with pytest.raises(UnsafeKeyError):
+        ledger.record_intent("../x", MODEL, previous=None)
+    assert calls == Counter()
+
+
+def test_held_writes_equal_read_first_writes(moto_s3: tuple[Any, str]) -> None:
+    client, bucket = moto_s3
+    held = TaskLedger(client, bucket, clock=Clock())
+    read = TaskLedger(client, bucket, clock=Clock())
+    intent = held.record_intent("a", MODEL, previous=None)
+    submitted = held.record_submitted("a", MODEL, "t", previous=intent)
+    failed = held.record_failed("a", "x", retryable=False, previous=submitted)
+    read.record_intent("b", MODEL)
+    read.record_submitted("b", MODEL, "t")
+    assert read.record_failed("b", "x", retryable=False) == replace(failed, request_id="b")
+
+
+def test_a_callback_recording_the_run_s_task_first_loses_nothing(s3_bucket: Any) -> None:
+    client, bucket = s3_bucket
+    run, receiver = TaskLedger(client, bucket), TaskLedger(client, bucket)
+    intent = run.record_intent("race-1", MODEL, previous=None)
+    # the task's callback reaches the receiver before the run records the task id
+    receiver.record_submitted("race-1", MODEL, "task-9")
+    run.record_submitted("race-1", MODEL, "task-9", previous=intent)
+    entry = receiver.get("race-1")
+    assert entry is not None and (entry.state, entry.task_id) == ("submitted", "task-9")
+
+
+def test_get_many_lists_then_reads_only_existing_entries(s3_bucket: Any) -> None:
+    client, bucket = s3_bucket
+    ledger = TaskLedger(client, bucket, max_workers=4)
+    for rid in ("e1", "e2"):
+        ledger.record_submitted(rid, MODEL, f"task-{rid}")
+    calls = count_calls(client)
+    wanted = [f"missing-{n}" for n in range(50)] + ["e1", "e2"]
+    assert sorted(ledger.get_many(wanted)) == ["e1", "e2"]
+    assert calls == Counter({"ListObjectsV2": 1, "GetObject": 2})
+    calls.clear()
+    assert ledger.get_many(["e1", "missing"]).keys() == {"e1"}  # few ids: GETs only
+    assert calls == Counter({"GetObject": 2})
+
+
+def test_get_many_reads_one_by_one_when_the_ledger_is_long(moto_s3: tuple[Any, str]) -> None:
+    client, bucket = moto_s3
+    ledger = TaskLedger(client, bucket, max_workers=1)
+    body = LedgerEntry(request_id="x", model=MODEL, state="submitted").to_json()
+    for n in range(2001):  # three pages: more than the two rounds of GETs two ids take
+        client.put_object(Bucket=bucket, Key=f"kie/_ledger/old-{n:05d}.json", Body=body)
+    ledger.record_submitted("mine", MODEL, "task-m")
+    calls = count_calls(client)
+    assert ledger.get_many(["mine", "not-there"]).keys() == {"mine"}
+    assert calls == Counter({"ListObjectsV2": 2, "GetObject": 2})
