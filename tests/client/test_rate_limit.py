@@ -191,3 +191,53 @@ def test_pause_also_holds_back_admission() -> None:
     window.pause(2.0)
     wait, ticket = window.admit()
     assert ticket is None and wait == pytest.approx(2.0)
+
+
+def _server_accepts(arrivals: list[float], limit: int, window_s: float) -> bool:
+    """The emulator's rule: a request arriving at a is refused when ``limit`` arrivals lie in
+    (a - window, a]."""
+    ordered = sorted(arrivals)
+    return all(
+        sum(1 for b in ordered[:i] if b > a - window_s) < limit for i, a in enumerate(ordered)
+    )
+
+
+def test_the_next_window_waits_for_the_replies_not_the_sends() -> None:
+    """kie.ai may receive a send any time before its reply: the k-th send of the next window
+    waits for the k-th reply of this one plus the window, which is safe and not more than that."""
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(3, 1.0, margin_s=0.01, clock=clock.monotonic)
+    tickets = [window.admit()[1] for _ in range(3)]
+    for reply_at, ticket in zip([0.1, 0.2, 0.3], tickets, strict=True):
+        clock.now = reply_at
+        window.done(ticket)
+    clock.now = 1.0  # a limiter counting from the sends would let the fourth one go now...
+    wait, ticket = window.admit()
+    assert ticket is None and wait == pytest.approx(0.11)
+    # ...and a server that received the first three just before replying would refuse it:
+    assert not _server_accepts([0.1, 0.2, 0.3, 1.0], 3, 1.0)
+
+    sends = []
+    for _ in range(3):
+        while True:
+            wait, ticket = window.admit()
+            if ticket is not None:
+                sends.append(clock.now)
+                window.done(ticket)  # an instant reply, so the next send waits on window 1
+                break
+            clock.now += wait
+    assert sends == pytest.approx([1.11, 1.21, 1.31])
+    # Worst-case arrivals (each earlier one just before its reply, each new one at its send):
+    assert _server_accepts([0.1, 0.2, 0.3, *sends], 3, 1.0)
+
+
+def test_a_send_ages_out_exactly_when_the_delay_says() -> None:
+    """1.2 - 1.0 < 0.2 in floats: comparing against ``now - window`` kept answering 0 s."""
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(1, 1.0, clock=clock.monotonic)
+    _, ticket = window.admit()
+    clock.now = 0.2
+    window.done(ticket)
+    clock.now = 1.2
+    wait, again = window.admit()
+    assert again is not None and wait == 0.0
