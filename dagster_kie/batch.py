@@ -435,9 +435,14 @@ class BatchRunner:
                 "without callbacks (callback_url) its task id cannot be found; if kie.ai "
                 "created it, it is paid for and its images are not stored"
             )
+        rid = outcome.request_id
+        where = f"--bucket {self._ledger.bucket} --prefix {self._ledger.prefix}"
         outcome.error = (
-            f"{why}; {hint}. It is not resent, so that it is never paid twice: set "
-            "resubmit_unconfirmed=True to send it again (or record its task id in the ledger)."
+            f"{why}; {hint}. It is not resent, so that it is never paid twice. If you find its "
+            f"task (kie.ai dashboard logs), 'dagster-kie ledger confirm {rid} <task id> {where}' "
+            "makes the next run store its images; if you know no task was created, "
+            f"'dagster-kie ledger forget {rid} --yes {where}' (or resubmit_unconfirmed=True for "
+            "all such requests) makes it send the request again."
         )
 
     async def _create(self, item: ParsedRequest, outcome: RequestOutcome) -> str | None:

@@ -173,6 +173,8 @@ def test_fault(
         assert "not resent" in message and scenario.message in message, message
         unconfirmed = [rid for rid in found.requests if found.state_of(rid) == "submitting"]
         assert len(unconfirmed) == 2
+        # ...and tells the user how to settle it.
+        assert any(f"dagster-kie ledger confirm {rid} <task id>" in message for rid in unconfirmed)
         # Anything lost is a request reported unconfirmed (its task exists, its id is unknown).
         assert set(found.lost) <= set(unconfirmed)
         found.assert_clean(allow_missing=unconfirmed)
