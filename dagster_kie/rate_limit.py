@@ -110,6 +110,8 @@ class SlidingWindow:
         self._lock = threading.Lock()
         self._booked: deque[float] = deque(maxlen=limit)
         self._sent: deque[Ticket] = deque()
+        # Wake-up times handed to callers that admit() turned away and that are still asleep.
+        self._promised: deque[float] = deque()
         self._paused_until = -math.inf
 
     def reserve(self) -> float:
@@ -168,13 +170,33 @@ class SlidingWindow:
                 if t.done_at is None or t.done_at + self.window_s > now
             )
             if len(live) >= self.limit:
-                blocker, pending = live[len(live) - self.limit]
-                if pending:  # it ages out only after its reply arrived
-                    return self.PENDING_RECHECK_S, None
-                return blocker + self.window_s - now, None
+                return self._turn_away(live, now), None
             ticket = Ticket(now)
             self._sent.append(ticket)
             return 0.0, ticket
+
+    def _turn_away(self, live: list[tuple[float, bool]], now: float) -> float:
+        """How long a caller that cannot be admitted now should sleep.
+
+        Callers turned away while others still sleep queue behind them: the r-th of them waits
+        for the r-th send to age out, not all for the first one. Otherwise every sleeper wakes
+        at once for each freed slot, one gets it and the rest sleep again: a burst of ``limit``
+        waiters costs ``limit**2`` wake-ups (seconds of CPU at a window boundary, which then
+        delay the sends themselves).
+        """
+        while self._promised and self._promised[0] <= now:
+            self._promised.popleft()
+        index = len(live) - self.limit + len(self._promised)
+        if index >= len(live):  # more sleepers than sends in flight: wait for the last one
+            index = len(live) - 1
+        blocker, pending = live[index]
+        if pending:  # it ages out only after its reply arrived
+            return self.PENDING_RECHECK_S
+        wake = blocker + self.window_s
+        # Sleepers wake in order of their wake-up times, so the deque stays sorted.
+        if not self._promised or wake >= self._promised[-1]:
+            self._promised.append(wake)
+        return wake - now
 
     def done(self, ticket: Ticket | None) -> None:
         """Record that the reply of an admitted send arrived (or that it failed)."""

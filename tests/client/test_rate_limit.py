@@ -216,6 +216,7 @@ def test_the_next_window_waits_for_the_replies_not_the_sends() -> None:
     assert ticket is None and wait == pytest.approx(0.11)
     # ...and a server that received the first three just before replying would refuse it:
     assert not _server_accepts([0.1, 0.2, 0.3, 1.0], 3, 1.0)
+    clock.now += wait  # the caller sleeps as told
 
     sends = []
     for _ in range(3):
@@ -241,3 +242,33 @@ def test_a_send_ages_out_exactly_when_the_delay_says() -> None:
     clock.now = 1.2
     wait, again = window.admit()
     assert again is not None and wait == 0.0
+
+
+def test_callers_turned_away_together_wake_one_by_one() -> None:
+    """A window's worth of callers turned away at once each sleep until their own slot: they do
+    not all wake for every freed slot (that costs limit**2 wake-ups at each window boundary)."""
+    import heapq
+
+    limit = 50
+    clock = FakeClock(now=0.0)
+    window = SlidingWindow(limit, 1.0, clock=clock.monotonic)
+    for index in range(limit):
+        _, ticket = window.admit()
+        clock.now = 0.001 * (index + 1)  # replies spread over 50 ms
+        window.done(ticket)
+    clock.now = 1.0
+    sleepers = [(1.0, caller) for caller in range(limit)]
+    calls, sends = 0, []
+    while sleepers:
+        clock.now, caller = heapq.heappop(sleepers)
+        calls += 1
+        wait, ticket = window.admit()
+        if ticket is None:
+            heapq.heappush(sleepers, (clock.now + wait, caller))
+        else:
+            sends.append(clock.now)
+            window.done(ticket)
+    assert len(sends) == limit
+    assert calls <= 3 * limit, calls  # one wake-up or two each, not ~limit**2 / 2
+    # ...and no later than the replies allow: the k-th send right after the k-th reply ages out.
+    assert sends == pytest.approx([1.0 + 0.001 * (k + 1) for k in range(limit)])
