@@ -51,7 +51,7 @@ from dagster_kie.budget import SpendGuard
 from dagster_kie.callbacks import CallbackInbox, callback_url_for
 from dagster_kie.client import AsyncKieClient
 from dagster_kie.errors import GenerationFailedError, KieError, TransportError
-from dagster_kie.ledger import LedgerEntry, TaskLedger
+from dagster_kie.ledger import LedgerConflictError, LedgerEntry, TaskLedger
 from dagster_kie.models import TaskRecord, image_sources, with_image_sources
 from dagster_kie.prompts import ParsedRequest
 from dagster_kie.rate_limit import SlidingWindow
@@ -458,10 +458,18 @@ class BatchRunner:
         held = self._entries.get(item.request_id)
         if held is not None and held.state == "submitting":
             # The receiver may fill in a task id on such an entry at any time (the pacing and
-            # input uploads above can take a while): read it again, a recorded task is kept.
-            self._entries[item.request_id] = await self._submit_call(
-                self._ledger.record_intent, item.request_id, request.model
-            )
+            # input uploads above can take a while): read it again, a recorded task is resumed.
+            try:
+                self._entries[item.request_id] = await self._submit_call(
+                    self._ledger.record_intent, item.request_id, request.model
+                )
+            except LedgerConflictError:
+                self._settle(outcome, None)
+                recorded = await self._io_call(self._ledger.get, item.request_id)
+                self._entries[item.request_id] = recorded
+                if recorded is None or not recorded.task_id:
+                    raise ValueError("its ledger entry changed while it was being submitted")
+                return recorded.task_id
         else:
             await self._record(
                 self._submit_call, self._ledger.record_intent, item.request_id, request.model

@@ -169,3 +169,44 @@ def test_ledger_entries_found_in_bulk_resume_their_tasks(
     # LIST both folders, GET the 30 entries found (not once per request and write)
     assert counter.all["ListObjectsV2"] == 2 and counter.all["GetObject"] == 30, counter.all
     assert counter.all["PutObject"] == 3 * 30, counter.all  # image, manifest, succeeded
+
+
+def test_a_task_recorded_while_the_run_resubmits_is_resumed_not_paid_again(
+    emulator: EmulatorProcess, calls: tuple[S3Calls, str]
+) -> None:
+    """resubmit_unconfirmed: the receiver records the task of an unconfirmed request after the
+    run stopped waiting for it and before its new intent; the run resumes that task."""
+    counter, bucket = calls
+    [item] = requests_of(1)
+    ledger = TaskLedger(counter.client, bucket, PREFIX)
+    ledger.record_intent(item.request_id, item.request.model)  # an earlier run's lost reply
+
+    async def go() -> tuple[BatchReport, str]:
+        async with AsyncKieClient(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            upload_base_url=emulator.upload_base_url,
+            download_policy=DownloadPolicy(allow_private_addresses=True),
+        ) as client:
+            task_id = await client.create_task(item.request)  # the task that earlier run made
+            runner = BatchRunner(
+                client=client,
+                store=ImageStore(counter.client, bucket, PREFIX),
+                ledger=ledger,
+                resubmit_unconfirmed=True,
+            )
+
+            async def late_callback(*_: Any) -> None:
+                # what the receiver does when that task's callback finally arrives
+                ledger.record_submitted(item.request_id, item.request.model, task_id)
+                return None
+
+            runner._confirm = late_callback  # type: ignore[method-assign]
+            return await runner.run([item]), task_id
+
+    creates = emulator.admin.stats()["create_calls"]
+    report, task_id = asyncio.run(go())
+    [outcome] = report.outcomes
+    assert outcome.status == "stored", outcome.error
+    assert outcome.task_id == task_id and not outcome.created_task
+    assert emulator.admin.stats()["create_calls"] == creates + 1  # only the earlier run's
