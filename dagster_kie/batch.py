@@ -468,7 +468,9 @@ class BatchRunner:
                 recorded = await self._io_call(self._ledger.get, item.request_id)
                 self._entries[item.request_id] = recorded
                 if recorded is None or not recorded.task_id:
-                    raise ValueError("its ledger entry changed while it was being submitted")
+                    raise ValueError(
+                        "its ledger entry changed while it was being submitted"
+                    ) from None
                 return recorded.task_id
         else:
             await self._record(
