@@ -17,6 +17,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from dagster_kie.storage import ImageStore, StoredObject, UnsafeKeyError
+from tests.storage.s3_calls import count_calls
 
 MODEL = "ideogram/v3-text-to-image"
 MIB = 1024 * 1024
@@ -221,17 +222,6 @@ def test_missing_bucket_is_an_error_not_a_missing_object(s3_bucket: tuple[Any, s
     store = ImageStore(client, "no-such-bucket-kie-test")
     with pytest.raises(Exception, match="NoSuchBucket"):
         store.get_manifest(MODEL, "r", "t")
-
-
-def count_calls(client: Any) -> Counter[str]:
-    """A live count of ``client``'s S3 operations by name."""
-    counts: Counter[str] = Counter()
-
-    def on_call(model: Any, **_: Any) -> None:
-        counts[model.name] += 1
-
-    client.meta.events.register("before-call.s3", on_call)
-    return counts
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 from dagster_kie.ledger import LedgerConflictError, LedgerEntry, LedgerError, TaskLedger
 from dagster_kie.local_s3 import LocalS3Server
 from dagster_kie.storage import UnsafeKeyError
+from tests.storage.s3_calls import count_calls
 
 MODEL = "ideogram/v3-text-to-image"
 
@@ -224,17 +225,6 @@ def test_entry_json_tolerates_extra_and_missing_optional_fields() -> None:
     )
     assert entry == LedgerEntry(request_id="r", model="", state="submitting")
     assert LedgerEntry.from_dict(json.loads(entry.to_json())) == entry
-
-
-def count_calls(client: Any) -> Counter[str]:
-    """A live count of ``client``'s S3 operations by name."""
-    counts: Counter[str] = Counter()
-
-    def on_call(model: Any, **_: Any) -> None:
-        counts[model.name] += 1
-
-    client.meta.events.register("before-call.s3", on_call)
-    return counts
 
 
 def test_writes_on_a_held_entry_make_no_get(local_s3: LocalS3Server) -> None:
