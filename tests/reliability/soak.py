@@ -225,7 +225,7 @@ def run_soak(
         elapsed = time.monotonic() - started
         found = rig.audit()
         unconfirmed = [rid for rid in found.requests if found.state_of(rid) == "submitting"]
-        created = sum(1 for rid in unconfirmed if found.tasks[rid])
+        created = sum(1 for rid in unconfirmed if _live_tasks(found, rid))
         reconciled = reconcile(found, emulator, s3_server, bucket)
         log(f"  reconciled: {_counts(reconciled)}")
         runs_after = 0
@@ -256,9 +256,9 @@ def reconcile(
     """Settle every unconfirmed request the way an operator would, with ``dagster-kie ledger``.
 
     The operator finds the request's task in the task log by its prompt (``found.tasks``: the
-    emulator's task list): one task → ``confirm`` it (the next run stores its images), none →
-    ``forget --yes`` (the next run sends it). The commands run through the CLI's own entry point,
-    checks included (``confirm`` looks the task up on kie.ai).
+    emulator's task list), looking past failed ones (not charged): one → ``confirm`` it (the next
+    run stores its images), none → ``forget --yes`` (the next run sends it). The commands run
+    through the CLI's own entry point, checks included (``confirm`` looks the task up on kie.ai).
     """
     from dagster_kie.cli import main as cli_main
 
@@ -269,17 +269,22 @@ def reconcile(
         for rid in found.requests:
             if found.state_of(rid) != "submitting":
                 continue
-            tasks = found.tasks[rid]
-            if len(tasks) == 1:
-                args, outcome = ["ledger", "confirm", rid, tasks[0]["taskId"]], "confirmed"
-            elif not tasks:
+            live = _live_tasks(found, rid)
+            if len(live) == 1:
+                args, outcome = ["ledger", "confirm", rid, live[0]["taskId"]], "confirmed"
+            elif not live:
                 args, outcome = ["ledger", "forget", rid, "--yes"], "forgotten"
-            else:  # two tasks for one request: already paid twice, for the audit to report
+            else:  # two live tasks for one request: paid twice, for the audit to report
                 done["left alone"] += 1
                 continue
             code = cli_main([*kie, *args])
             done[outcome if code == 0 else f"{outcome} refused (exit {code})"] += 1
     return done
+
+
+def _live_tasks(found: Audit, rid: str) -> list[dict[str, Any]]:
+    """A request's tasks that did not fail (failed ones are not charged: earlier attempts)."""
+    return [task for task in found.tasks[rid] if task["state"] != "fail"]
 
 
 @contextlib.contextmanager
