@@ -41,12 +41,14 @@ BENCH = ROOT / "bench"
 CONTENDERS = {
     "naive": "A: naive sequential script",
     "async": "B: asyncio + httpx script",
-    "client": "dagster-kie client",
+    "kieclient": "dagster-kie AsyncKieClient",
+    "client": "dagster-kie batch engine",
     "dagster": "dagster-kie Dagster",
 }
 MODULES = {
     "naive": "bench.baseline_naive",
     "async": "bench.baseline_async",
+    "kieclient": "bench.contender_kieclient",
     "client": "bench.contender_client",
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
