@@ -9,7 +9,6 @@ Run: ``python -m bench.contender_client <config.json>``
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from bench.workload import ContenderConfig, load_config, write_result
+from bench.workload import ContenderConfig, run_contender
 from dagster_kie.batch import BatchRunner
 from dagster_kie.client import AsyncKieClient
 from dagster_kie.download import DownloadPolicy
@@ -63,9 +62,7 @@ async def run(config: ContenderConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    config = load_config(argv[0])
-    write_result(config, **asyncio.run(run(config)))
-    return 0
+    return run_contender(run, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 import boto3
 
-from bench.workload import ContenderConfig, load_config, write_result
+from bench.workload import ContenderConfig, gathered_result, run_contender
 from dagster_kie.client import AsyncKieClient
 from dagster_kie.download import DownloadPolicy
 from dagster_kie.models import parse_request
@@ -72,22 +72,11 @@ async def run(config: ContenderConfig) -> dict[str, Any]:
             *(_one(client, s3, downloads, config, item) for item in items),
             return_exceptions=True,
         )
-    errors = [r for r in results if isinstance(r, BaseException)]
-    for error in errors[:5]:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-    return {
-        "completed": len(results) - len(errors),
-        "images": sum(r for r in results if isinstance(r, int)),
-        "failed": len(errors),
-        "capped": False,
-        "elapsed": time.monotonic() - started,
-    }
+    return gathered_result(results, started)
 
 
 def main(argv: list[str]) -> int:
-    config = load_config(argv[0])
-    write_result(config, **asyncio.run(run(config)))
-    return 0
+    return run_contender(run, argv)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,22 @@ stay plain scripts that import nothing from dagster-kie.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContenderConfig", "load_config", "write_prompt_file"]
+__all__ = [
+    "ContenderConfig",
+    "gathered_result",
+    "load_config",
+    "run_contender",
+    "write_prompt_file",
+]
 
 MODEL = "ideogram/v3-text-to-image"
 _SUBJECTS = ("a red fox", "a lighthouse", "a mountain range", "a koi pond", "a city at night")
@@ -81,3 +91,27 @@ def load_config(path: str) -> ContenderConfig:
 def write_result(config: ContenderConfig, **result: Any) -> None:
     """What a contender reports back (completed requests, its own elapsed time, errors)."""
     Path(config.result_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+def gathered_result(results: Sequence[int | BaseException], started: float) -> dict[str, Any]:
+    """The result of per-request coroutines gathered with ``return_exceptions=True``: each gave
+    its number of images stored or an error (the first five errors are printed)."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for error in errors[:5]:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+    return {
+        "completed": len(results) - len(errors),
+        "images": sum(r for r in results if isinstance(r, int)),
+        "failed": len(errors),
+        "capped": False,
+        "elapsed": time.monotonic() - started,
+    }
+
+
+def run_contender(
+    run: Callable[[ContenderConfig], Awaitable[dict[str, Any]]], argv: list[str]
+) -> int:
+    """A contender's ``main``: load the config named by ``argv[0]``, run, write the result."""
+    config = load_config(argv[0])
+    write_result(config, **asyncio.run(run(config)))
+    return 0
