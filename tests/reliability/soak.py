@@ -124,6 +124,21 @@ class SoakResult:
         }
 
 
+def emulator_for_soak(random_seed: int) -> EmulatorProcess:
+    """The soak's emulator: short tasks, limits out of the way, callbacks signed with HMAC_KEY."""
+    return EmulatorProcess(
+        task_duration=0.6,
+        task_jitter=0.66,
+        task_duration_dist="uniform",
+        create_limit=5000,
+        create_window=1.0,
+        query_limit=5000,
+        initial_credits=1_000_000,
+        webhook_hmac_key=HMAC_KEY,
+        random_seed=random_seed,
+    )
+
+
 @contextlib.contextmanager
 def _receiver(
     s3: LocalS3Server, bucket: str, mode: str
@@ -160,19 +175,7 @@ def run_soak(
         else:
             s3_server.create_bucket(bucket)
         if emulator is None:
-            emulator = stack.enter_context(
-                EmulatorProcess(
-                    task_duration=0.6,
-                    task_jitter=0.66,
-                    task_duration_dist="uniform",
-                    create_limit=5000,
-                    create_window=1.0,
-                    query_limit=5000,
-                    initial_credits=1_000_000,
-                    webhook_hmac_key=HMAC_KEY,
-                    random_seed=7,
-                )
-            )
+            emulator = stack.enter_context(emulator_for_soak(random_seed=7))
         receiver = stack.enter_context(_receiver(s3_server, bucket, mode))
         home = folder / "dagster_home"
         home.mkdir(exist_ok=True)

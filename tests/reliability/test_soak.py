@@ -12,22 +12,12 @@ import pytest
 
 from dagster_kie.emulator import EmulatorProcess
 from tests.reliability.report import record
-from tests.reliability.soak import HMAC_KEY, run_soak
+from tests.reliability.soak import emulator_for_soak, run_soak
 
 
 @pytest.fixture(scope="module")
 def soak_emulator() -> Any:
-    with EmulatorProcess(
-        task_duration=0.6,
-        task_jitter=0.66,
-        task_duration_dist="uniform",
-        create_limit=5000,
-        create_window=1.0,
-        query_limit=5000,
-        initial_credits=1_000_000,
-        webhook_hmac_key=HMAC_KEY,
-        random_seed=11,
-    ) as process:
+    with emulator_for_soak(random_seed=11) as process:
         yield process
 
 

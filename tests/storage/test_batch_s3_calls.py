@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -85,7 +85,11 @@ def run_batch(
     requests: list[ParsedRequest],
     *,
     submit_only: bool = False,
+    prepare: Callable[[AsyncKieClient, BatchRunner], Awaitable[None]] | None = None,
+    **runner_options: Any,
 ) -> BatchReport:
+    """Run ``requests`` through a BatchRunner on ``counter``'s client; ``prepare`` runs first."""
+
     async def go() -> BatchReport:
         async with AsyncKieClient(
             emulator.api_key,
@@ -107,7 +111,10 @@ def run_batch(
                 client=client,
                 store=ImageStore(counter.client, bucket, PREFIX),
                 ledger=TaskLedger(counter.client, bucket, PREFIX),
+                **runner_options,
             )
+            if prepare is not None:
+                await prepare(client, runner)
             return await runner.run(requests, submit_only=submit_only)
 
     return asyncio.run(go())
@@ -181,31 +188,23 @@ def test_a_task_recorded_while_the_run_resubmits_is_resumed_not_paid_again(
     ledger = TaskLedger(counter.client, bucket, PREFIX)
     ledger.record_intent(item.request_id, item.request.model)  # an earlier run's lost reply
 
-    async def go() -> tuple[BatchReport, str]:
-        async with AsyncKieClient(
-            emulator.api_key,
-            base_url=emulator.base_url,
-            upload_base_url=emulator.upload_base_url,
-            download_policy=DownloadPolicy(allow_private_addresses=True),
-        ) as client:
-            task_id = await client.create_task(item.request)  # the task that earlier run made
-            runner = BatchRunner(
-                client=client,
-                store=ImageStore(counter.client, bucket, PREFIX),
-                ledger=ledger,
-                resubmit_unconfirmed=True,
-            )
+    made: list[str] = []
 
-            async def late_callback(*_: Any) -> None:
-                # what the receiver does when that task's callback finally arrives
-                ledger.record_submitted(item.request_id, item.request.model, task_id)
-                return None
+    async def prepare(client: AsyncKieClient, runner: BatchRunner) -> None:
+        made.append(await client.create_task(item.request))  # the task that earlier run made
 
-            runner._confirm = late_callback  # type: ignore[method-assign]
-            return await runner.run([item]), task_id
+        async def late_callback(*_: Any) -> None:
+            # what the receiver does when that task's callback finally arrives
+            ledger.record_submitted(item.request_id, item.request.model, made[0])
+            return None
+
+        runner._confirm = late_callback  # type: ignore[method-assign]
 
     creates = emulator.admin.stats()["create_calls"]
-    report, task_id = asyncio.run(go())
+    report = run_batch(
+        emulator, counter, bucket, [item], prepare=prepare, resubmit_unconfirmed=True
+    )
+    task_id = made[0]
     [outcome] = report.outcomes
     assert outcome.status == "stored", outcome.error
     assert outcome.task_id == task_id and not outcome.created_task
