@@ -349,18 +349,21 @@ def test_prompt_sensor_picks_up_a_new_file(dagster_dev: DagsterDev) -> None:
         creates = dev.stack.emulator.admin.stats()["create_calls"]
 
         # The next tick (minimum interval 30 s) sees the same file version: no new run.
+        # A tick is listed as STARTED while it is still evaluating; wait for one that finished.
         ticks = _sensor_state(dev)["ticks"]
         first = next(tick for tick in ticks if run["runId"] in tick["runIds"])
-        deadline = time.monotonic() + 75
+        deadline = time.monotonic() + 90
         later: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not later:
+        finished: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not finished:
             time.sleep(2)
             ticks = _sensor_state(dev)["ticks"]
             later = [tick for tick in ticks if tick["timestamp"] > first["timestamp"]]
-        assert later, f"no second sensor tick\n{dev.log_tail()}"
+            finished = [tick for tick in later if tick["status"] != "STARTED"]
+        assert finished, f"no finished second sensor tick: {later}\n{dev.log_tail()}"
         assert all(not tick["runIds"] for tick in later), later
-        assert later[-1]["status"] == "SKIPPED", later
-        assert "No new or changed prompt files" in later[-1]["skipReason"]
+        assert all(tick["status"] == "SKIPPED" for tick in finished), finished
+        assert all("No new or changed prompt files" in t["skipReason"] for t in finished)
         assert [r["runId"] for r in dev.runs(partition)] == [run["runId"]]
         assert dev.stack.emulator.admin.stats()["create_calls"] == creates
     finally:
