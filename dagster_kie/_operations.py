@@ -75,7 +75,7 @@ from dagster_kie.models import (
     UploadedFile,
     parse_request,
 )
-from dagster_kie.polling import DurationEstimator, PollingPolicy, PollingStats
+from dagster_kie.polling import DurationEstimator, PollingPolicy, PollingStats, WaitingTasks
 from dagster_kie.rate_limit import RateLimiter, RateLimits, Ticket
 
 __all__ = ["AnyRequest", "EventHook", "KieCore"]
@@ -155,6 +155,7 @@ class KieCore:
         self.on_event = on_event
         self._submitted: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._submitted_lock = threading.Lock()
+        self.waiting = WaitingTasks()
 
     def __repr__(self) -> str:
         return f"KieCore(base_url={self.base_url!r}, api_key='***')"
@@ -346,57 +347,79 @@ class KieCore:
         last_state: str | None = None
         pending_at: float | None = None
         last_error: KieError | None = None
+        overdue = False
+        self.waiting.add(model, origin)
+        try:
+            while True:
+                due = min(next_check, next_poll) if external is not None else next_poll
+                due = min(due, limit)
+                now = self.clock() - origin
+                if due > now:
+                    yield Sleep(due - now)
+                    now = self.clock() - origin
+                final = now >= limit - _EPSILON
+                record: TaskRecord | None = None
+                if external is not None and (now >= next_check - _EPSILON or final):
+                    checks += 1
+                    record = yield from self._check_external(external, task_id)
+                    next_check = schedule.next_poll_at(now)
+                if (record is None or not record.is_terminal) and (
+                    external is None or now >= next_poll - _EPSILON or final
+                ):
+                    polls += 1
+                    try:
+                        record = yield from self.get_task(task_id)
+                        last_error = None
+                    except KieError as error:
+                        if not error.retryable:
+                            raise
+                        last_error = error
+                        logger.info(
+                            "kie.ai task %s: poll failed (%s); will poll again", task_id, error
+                        )
+                    now = self.clock() - origin
+                    if external is None:
+                        next_poll = schedule.next_poll_at(now)
+                        if origin_known and not overdue:
+                            overdue = self._is_overdue(model, origin, now)
+                            if overdue:
+                                self.waiting.mark_overdue()
+                        if overdue:
+                            next_poll = min(next_poll, now + self._overdue_interval())
+                    else:
+                        next_poll = now + schedule.fallback_interval(now)
+                if record is not None:
+                    if record.state != last_state:
+                        last_state = record.state
+                        if on_update is not None:
+                            on_update(record)
+                    if record.is_terminal:
+                        return self._finish(
+                            task_id, record, model, polls, checks,
+                            now if origin_known else None, pending_at if origin_known else None,
+                        )  # fmt: skip
+                    pending_at = now
+                if self.clock() >= deadline - _EPSILON:
+                    state = last_state or "unknown"
+                    why = f"; last poll error: {last_error}" if last_error else ""
+                    self.stats.record(polls, checks)
+                    raise WaitTimeoutError(
+                        f"task did not finish within {deadline - started:.0f} s (last state: "
+                        f"{state}{why}); it may still finish — wait again later",
+                        task_id=task_id,
+                    )
+        finally:
+            self.waiting.remove(model, origin, overdue=overdue)
 
-        while True:
-            due = min(next_check, next_poll) if external is not None else next_poll
-            due = min(due, limit)
-            now = self.clock() - origin
-            if due > now:
-                yield Sleep(due - now)
-                now = self.clock() - origin
-            final = now >= limit - _EPSILON
-            record: TaskRecord | None = None
-            if external is not None and (now >= next_check - _EPSILON or final):
-                checks += 1
-                record = yield from self._check_external(external, task_id)
-                next_check = schedule.next_poll_at(now)
-            if (record is None or not record.is_terminal) and (
-                external is None or now >= next_poll - _EPSILON or final
-            ):
-                polls += 1
-                try:
-                    record = yield from self.get_task(task_id)
-                    last_error = None
-                except KieError as error:
-                    if not error.retryable:
-                        raise
-                    last_error = error
-                    logger.info("kie.ai task %s: poll failed (%s); will poll again", task_id, error)
-                now = self.clock() - origin
-                if external is None:
-                    next_poll = schedule.next_poll_at(now)
-                else:
-                    next_poll = now + schedule.fallback_interval(now)
-            if record is not None:
-                if record.state != last_state:
-                    last_state = record.state
-                    if on_update is not None:
-                        on_update(record)
-                if record.is_terminal:
-                    return self._finish(
-                        task_id, record, model, polls, checks,
-                        now if origin_known else None, pending_at if origin_known else None,
-                    )  # fmt: skip
-                pending_at = now
-            if self.clock() >= deadline - _EPSILON:
-                state = last_state or "unknown"
-                why = f"; last poll error: {last_error}" if last_error else ""
-                self.stats.record(polls, checks)
-                raise WaitTimeoutError(
-                    f"task did not finish within {deadline - started:.0f} s (last state: "
-                    f"{state}{why}); it may still finish — wait again later",
-                    task_id=task_id,
-                )
+    def _is_overdue(self, model: str | None, origin: float, age: float) -> bool:
+        return self.polling.is_overdue(
+            self.estimator.estimate(model), age, self.waiting.started_by(model, origin)
+        )
+
+    def _overdue_interval(self) -> float:
+        return self.polling.overdue_interval(
+            self.waiting.overdue, self.limiter.limits.queries_per_second
+        )
 
     def _check_external(
         self, external: Callable[[str], Any], task_id: str

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import random
@@ -43,6 +44,7 @@ __all__ = [
     "PollSchedule",
     "PollingPolicy",
     "PollingStats",
+    "WaitingTasks",
     "plan_polls",
 ]
 
@@ -184,7 +186,7 @@ class DurationEstimator:
         history: Durations kept per model (the most recent ones).
     """
 
-    def __init__(self, *, min_samples: int = 3, history: int = 64) -> None:
+    def __init__(self, *, min_samples: int = 3, history: int = 256) -> None:
         if min_samples < 1 or history < min_samples:
             raise ValueError("need 1 <= min_samples <= history")
         self.min_samples = min_samples
@@ -251,6 +253,47 @@ class DurationEstimator:
         with self._lock:
             counts = {key: len(values) for key, values in self._durations.items()}
         return f"DurationEstimator({counts})"
+
+
+class WaitingTasks:
+    """The tasks one client is waiting for: when each was submitted, and which are overdue
+    (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._origins: dict[str, list[float]] = {}
+        self._overdue = 0
+
+    def add(self, model: str | None, origin: float) -> None:
+        """Start counting a wait for a task of ``model`` submitted at ``origin``."""
+        with self._lock:
+            bisect.insort(self._origins.setdefault(model or ANY_MODEL, []), origin)
+
+    def remove(self, model: str | None, origin: float, *, overdue: bool) -> None:
+        """Stop counting a wait added with :meth:`add` (``overdue``: it was marked overdue)."""
+        with self._lock:
+            origins = self._origins.get(model or ANY_MODEL, [])
+            index = bisect.bisect_left(origins, origin)
+            if index < len(origins) and origins[index] == origin:
+                del origins[index]
+            self._overdue -= overdue
+
+    def started_by(self, model: str | None, origin: float) -> int:
+        """Waits for tasks of ``model`` submitted at or before ``origin``."""
+        with self._lock:
+            return bisect.bisect_right(self._origins.get(model or ANY_MODEL, []), origin)
+
+    def mark_overdue(self) -> int:
+        """Count one more overdue wait; returns how many there are."""
+        with self._lock:
+            self._overdue += 1
+            return self._overdue
+
+    @property
+    def overdue(self) -> int:
+        """Waits marked overdue and not removed yet."""
+        with self._lock:
+            return self._overdue
 
 
 @dataclass
@@ -329,6 +372,15 @@ class PollingPolicy:
         min_interval_s: Shortest interval between two polls.
         jitter: Relative random spread added to learned intervals (fixed intervals are drawn
             from their (min, max) range).
+        overdue_quantile: A task is *overdue* once this share of the tasks of its model that
+            started no later than it are known to have taken less time than it has run (recent
+            finished tasks, and tasks still running, which count as not yet done): the plan has
+            spent its polls on the tasks that finish earlier, so the median is kept whatever an
+            overdue task costs ...
+        overdue_query_share: ... and overdue tasks are polled as often as this share of the
+            client's query rate allows, split between them (never more often than
+            ``min_interval_s``). The last tasks of a batch are overdue ones: this is what ends
+            a batch close to its last task's end. ``0`` turns it off.
         external_fallback_factor: With an ``external`` source (callbacks), the first kie.ai
             poll comes only after the expected duration times this factor ...
         external_fallback_min_s: ... and not before this many seconds.
@@ -344,7 +396,9 @@ class PollingPolicy:
     late_interval_s: tuple[float, float] = (15.0, 30.0)
     learn: bool = True
     min_samples: int = 3
-    history: int = 64
+    # Not much less: submissions come in bursts, and the last few dozen tasks to finish from one
+    # burst all took about as long (the time since the burst), which hides the real spread.
+    history: int = 256
     target_added_latency: float = 0.08
     poll_budget: float = 3.0
     first_poll_quantiles: tuple[float, ...] = (
@@ -353,6 +407,8 @@ class PollingPolicy:
     step_ratios: tuple[float, ...] = (0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
     min_interval_s: float = 0.5
     jitter: float = 0.02
+    overdue_quantile: float = 0.6
+    overdue_query_share: float = 0.5
     external_fallback_factor: float = 2.0
     external_fallback_min_s: float = 60.0
     interval_scale: float | None = None
@@ -374,6 +430,11 @@ class PollingPolicy:
             )
         if self.jitter < 0:
             raise ValueError("jitter must not be negative")
+        if not 0 < self.overdue_quantile < 1 or not 0 <= self.overdue_query_share <= 1:
+            raise ValueError(
+                "overdue_quantile must be between 0 and 1 (exclusive), "
+                "overdue_query_share between 0 and 1"
+            )
 
     @property
     def scale(self) -> float:
@@ -393,6 +454,29 @@ class PollingPolicy:
             quantiles=self.first_poll_quantiles,
             step_ratios=self.step_ratios,
         )
+
+    def is_overdue(self, estimate: DurationEstimate | None, age: float, older_running: int) -> bool:
+        """Whether a task running for ``age`` seconds is overdue (see ``overdue_quantile``).
+
+        Args:
+            estimate: Recent durations of the task's model.
+            age: Seconds since the task was submitted.
+            older_running: Tasks of the model still running that started no later than this one
+                (itself included). Without them, the first tasks to finish from a burst (the
+                short ones) would make every other task of the burst look overdue.
+        """
+        if not self.learn or self.overdue_query_share <= 0 or estimate is None:
+            return False
+        done = bisect.bisect_right(estimate.durations, age)
+        return done >= self.overdue_quantile * (estimate.samples + older_running)
+
+    def overdue_interval(self, overdue_tasks: int, queries_per_second: float) -> float:
+        """Seconds between polls of one overdue task when ``overdue_tasks`` share
+        ``overdue_query_share`` of ``queries_per_second`` (``inf`` when that share is 0)."""
+        if self.overdue_query_share <= 0:
+            return math.inf
+        shared = max(1, overdue_tasks) / (queries_per_second * self.overdue_query_share)
+        return max(self.min_interval_s * self.scale, shared)
 
     def fixed_interval(self, elapsed: float, rng: random.Random | None = None) -> float:
         """kie.ai's advice: seconds until the next poll of a task ``elapsed`` seconds old."""

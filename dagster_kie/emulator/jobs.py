@@ -120,6 +120,8 @@ async def record_info(request: Request, ctx: Ctx) -> Response:
     task = state.tasks.get(task_id)
     if task is None or task.kind != "jobs" or now - task.created < state.settings.record_delay:
         return kie_reply(state.stats, 422, "recordInfo is null")
+    if task.finished is not None and task_id not in state.stats.detection_lag_per_task:
+        state.stats.detection_lag_per_task[task_id] = round(max(0.0, now - task.finished), 4)
     return kie_reply(state.stats, 200, "success", state.record_info(task, now))
 
 

@@ -199,6 +199,8 @@ class Stats:
     remix_calls: int = 0
     query_calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     polls_per_task: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # seconds from a task's end to the first recordInfo that showed it ended: what polling added
+    detection_lag_per_task: dict[str, float] = field(default_factory=dict)
     rate_limited: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors_by_code: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     faults_triggered: dict[str, int] = field(default_factory=lambda: defaultdict(int))

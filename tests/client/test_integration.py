@@ -25,6 +25,7 @@ from dagster_kie.errors import (
     WaitTimeoutError,
 )
 from dagster_kie.models import IMAGE_SIZE_DIMENSIONS, parse_request
+from dagster_kie.polling import PollingPolicy
 from dagster_kie.rate_limit import RateLimits
 
 from .conftest import EMULATOR_SETTINGS, live_options
@@ -282,6 +283,34 @@ def test_a_burst_goes_out_at_the_allowed_pace_without_429() -> None:
         stats = emu.admin.stats()
         assert stats["rate_limited"].get("total", 0) == 0
         assert stats["tasks_created"] == 20
+
+
+def test_a_burst_with_spread_durations_keeps_the_poll_budget_and_ends_promptly() -> None:
+    """60 tasks sent together, durations spread widely (lognormal, sigma 0.5). The first tasks
+    to finish are the short ones: they must not make the rest look overdue (median polls stay
+    within 3), while the last ones are polled from the spare query budget."""
+    settings = {"task_duration": 1.5, "task_duration_dist": "lognormal", "task_jitter": 0.5,
+                "query_limit": 400, "query_window": 1.0}  # fmt: skip
+    with EmulatorProcess(**{**EMULATOR_SETTINGS, **settings}) as emu:
+
+        async def burst() -> list[bool]:
+            async with AsyncKieClient(emu.api_key, **live_options(
+                emu, rate_limits=RateLimits(create_per_window=100, queries_per_second=400.0),
+                polling=PollingPolicy(interval_scale=0.25))) as client:  # fmt: skip
+                requests = [{**FOX, "input": {"prompt": f"fox {i}"}} for i in range(60)]
+                records = await asyncio.gather(*(client.generate(r) for r in requests))
+                return [record.succeeded for record in records]
+
+        assert all(asyncio.run(burst()))
+        stats = emu.admin.stats()
+    assert stats["rate_limited"]["total"] == 0
+    polls = sorted(stats["polls_per_task"].values())
+    assert len(polls) == 60
+    assert polls[len(polls) // 2] <= 3
+    assert max(polls) > 3  # the overdue ones were polled more often
+    lags = stats["detection_lag_per_task"]
+    assert len(lags) == 60
+    assert all(lag >= 0 for lag in lags.values())
 
 
 # --- the seeds' own requests ----------------------------------------------------------------------

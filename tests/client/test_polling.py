@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -15,8 +16,10 @@ import pytest
 from dagster_kie.errors import GenerationFailedError, WaitTimeoutError
 from dagster_kie.models import TaskRecord
 from dagster_kie.polling import (
+    DurationEstimate,
     DurationEstimator,
     PollingPolicy,
+    WaitingTasks,
     plan_polls,
 )
 
@@ -207,6 +210,70 @@ def test_fixed_schedule_alone_needs_many_more_polls() -> None:
     assert count >= 7
 
 
+# --- overdue tasks --------------------------------------------------------------------------------
+
+
+def test_a_burst_is_not_overdue_until_most_of_it_has_finished() -> None:
+    """100 tasks sent together: the 3 that finished first are the short ones, which says little
+    about the 97 still running. The running ones count as not done."""
+    policy = PollingPolicy(interval_scale=1.0)
+    early = DurationEstimate((2.0, 2.1, 2.2))
+    assert not policy.is_overdue(early, age=3.0, older_running=97)
+    most = DurationEstimate(tuple(2.0 + i * 0.05 for i in range(60)))
+    assert not policy.is_overdue(most, age=4.0, older_running=40)  # 41 of 100 done by 4.0 s
+    assert policy.is_overdue(most, age=5.0, older_running=40)  # all 60 done by 5.0 s
+    assert not policy.is_overdue(None, age=99.0, older_running=1)
+    assert not PollingPolicy(overdue_query_share=0).is_overdue(most, 5.0, 1)
+    assert not PollingPolicy(learn=False).is_overdue(most, 5.0, 1)
+
+
+def test_overdue_tasks_share_part_of_the_query_budget() -> None:
+    policy = PollingPolicy(interval_scale=1.0, overdue_query_share=0.5)
+    assert policy.overdue_interval(1, 10.0) == 0.5  # never below min_interval_s
+    assert policy.overdue_interval(20, 10.0) == pytest.approx(4.0)  # 20 tasks share 5 polls/s
+    assert policy.overdue_interval(20, 100.0) == pytest.approx(0.5)
+    assert PollingPolicy(overdue_query_share=0).overdue_interval(1, 10.0) == math.inf
+
+
+def test_waiting_tasks_counts_older_waits_and_overdue_ones() -> None:
+    waiting = WaitingTasks()
+    for origin in (3.0, 1.0, 2.0, 2.0):
+        waiting.add("m", origin)
+    waiting.add("other", 0.5)
+    assert waiting.started_by("m", 2.0) == 3
+    assert waiting.started_by("m", 0.9) == 0
+    assert waiting.mark_overdue() == 1
+    waiting.remove("m", 2.0, overdue=True)
+    waiting.remove("m", 3.0, overdue=False)
+    assert waiting.started_by("m", 5.0) == 2
+    assert waiting.overdue == 0
+
+
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_an_overdue_task_is_seen_soon_after_it_ends(
+    make_api: Callable[..., Api], script: Script, clock: FakeClock, share: float
+) -> None:
+    """Steady 20 s tasks teach the plan to poll once at 20 s. A task that takes 60 s is overdue
+    after that poll: it is polled as often as the spare query budget allows (every 0.5 s for one
+    task), so its end is seen within 0.5 s. Without that, the plan steps by a fraction of the
+    elapsed time (over a second here)."""
+    api = make_api(polling=PollingPolicy(interval_scale=1.0, overdue_query_share=share))
+    tasks = Tasks(script, clock, duration=20.0)
+    for _ in range(8):
+        api.wait(api.create_task(BODY))
+    tasks.duration = 60.0
+    task_id = api.create_task(BODY)
+    api.wait(task_id)
+    times = tasks.poll_times[task_id]
+    gaps = [b - a for a, b in itertools.pairwise(times[1:])]  # after the first poll
+    if share:
+        assert max(gaps) <= 0.5 + 0.01
+        assert 60.0 <= times[-1] - tasks.created[task_id] <= 60.5 + 0.01
+    else:
+        assert min(gaps) > 0.75
+    assert api.client._core.waiting.overdue == 0  # the finished wait left the count
+
+
 # --- wait() on a scripted kie.ai -----------------------------------------------------------------
 
 
@@ -221,6 +288,7 @@ class Tasks:
         self.final = state
         self.created: dict[str, float] = {}
         self.polls: dict[str, int] = {}
+        self.poll_times: dict[str, list[float]] = {}
         script.on("POST", CREATE, self.create)
         script.on("GET", RECORD, self.info)
 
@@ -232,6 +300,7 @@ class Tasks:
     def info(self, request: httpx.Request) -> httpx.Response:
         task_id = request.url.params["taskId"]
         self.polls[task_id] = self.polls.get(task_id, 0) + 1
+        self.poll_times.setdefault(task_id, []).append(self.clock.now)
         start = self.created.get(task_id, self.clock.now - 1000.0)
         age = self.clock.now - start
         ms = int((self.clock.epoch + start) * 1000)
