@@ -30,7 +30,7 @@ import psutil
 from bench import contender_dagster, machine, profiling, timeline
 from bench.limit import emulator_durations, limit_seconds
 from bench.measure import run_measured
-from bench.report import Row, polls_summary, results_document, table
+from bench.report import Row, added_latency, polls_summary, results_document, table
 from bench.workload import ContenderConfig, write_prompt_file
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.emulator.config import EmulatorSettings
@@ -72,8 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--async-concurrency", type=int, default=50)
     add("--async-retry-sleep", type=float, default=1.0, help="fixed sleep after a 429")
     add("--contender-timeout", type=float, default=1800.0)
-    add("--profile", action=argparse.BooleanOptionalAction, default=True,
-        help="profile one client-level run with py-spy (largest N)")
+    add(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="profile one client-level run with py-spy (largest N)",
+    )
     add("--output", default=str(BENCH / "RESULTS.md"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -156,7 +160,10 @@ class Bench:
     ) -> list[str]:
         notes = [
             timeline.manifest_timeline(
-                self.s3, bucket, spawned, ended,
+                self.s3,
+                bucket,
+                spawned,
+                ended,
                 create_limit=self.settings.create_limit,
                 create_window=self.settings.create_window,
             )
@@ -207,8 +214,10 @@ class Bench:
             argv, extra_env = self.contender_argv(name, config, folder)
             if profile_to is not None:
                 argv = profiling.py_spy_argv(profile_to, argv) or argv
-            print(f"\n[{time.strftime('%H:%M:%S')}] N={size} {CONTENDERS[name]}: "
-                  f"limit {limit:.1f} s", flush=True)
+            print(
+                f"\n[{time.strftime('%H:%M:%S')}] N={size} {CONTENDERS[name]}: limit {limit:.1f} s",
+                flush=True,
+            )
             s3_cpu_before = _cpu(s3_pid)
             spawned = time.time()
             measured = run_measured(
@@ -220,6 +229,7 @@ class Bench:
             )
             ended = time.time()
             stats = emulator.admin.stats()
+            tasks = emulator.admin.tasks()
             emulator_cpu = _cpu(emulator.pid)
         s3_cpu = _cpu(s3_pid) - s3_cpu_before
         result_path = Path(config.result_path)
@@ -238,6 +248,7 @@ class Bench:
             rate_limited=int(stats.get("rate_limited", {}).get("total", 0)),
             polls_median=median,
             polls_mean=mean,
+            added_latency=added_latency(stats, tasks),
             cpu_s=measured.cpu_seconds,
             peak_rss=measured.peak_rss_bytes,
             returncode=measured.returncode,
@@ -264,18 +275,18 @@ def run_all(args: argparse.Namespace, workdir: Path) -> tuple[list[Row], str, Be
         bench = Bench(args, s3_server, workdir)
         profile = "Not run (`--no-profile`)."
         for size in args.size_list:
-            prompts, bodies = write_prompt_file(
-                workdir / f"prompts-n{size}", size, args.image_size
-            )
+            prompts, bodies = write_prompt_file(workdir / f"prompts-n{size}", size, args.image_size)
             for name in args.contender_list:
                 bench.rows.append(bench.run(name, size, prompts, bodies))
                 (bench.logs / "rows.json").write_text(
                     json.dumps([asdict(r) for r in bench.rows], indent=2)
                 )
         if args.profile:
-            profile = "\n\n".join(bench.profile(name, max(args.size_list))
-                                   for name in ("client", "dagster")
-                                   if name in args.contender_list)
+            profile = "\n\n".join(
+                bench.profile(name, max(args.size_list))
+                for name in ("client", "dagster")
+                if name in args.contender_list
+            )
     return bench.rows, profile, bench
 
 

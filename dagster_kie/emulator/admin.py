@@ -145,6 +145,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
                         "callBackUrl": task.callback_url,
                         "creditsConsumed": task.credits_consumed,
                         "created": task.created,
+                        "finished": task.finished,
                     }
                     for task in state.tasks.tasks.values()
                 ]
