@@ -8,7 +8,9 @@ picks, from the recent durations, when to poll first and how densely to poll aft
 later poll a fixed fraction of the elapsed time after the previous one): the cheapest plan whose
 median is at most 3 polls per task and whose mean added latency (time between a task's end and
 its detection, relative to its duration) stays under 10 %. Tight durations give one poll per
-task; wider ones start earlier and step finer.
+task; wider ones start earlier and step finer. A task that outlives most of its model's tasks
+(*overdue*, judged with :class:`WaitingTasks`: tasks still running count as not done) is polled
+from a share of the query budget instead, which is what ends a batch soon after its last task.
 
 ``KIE_POLL_INTERVAL_SCALE`` (a float, default 1) scales every interval, as replicate-python's
 ``REPLICATE_POLL_INTERVAL`` does; tests set it low. Learned completion times are not scaled: they
