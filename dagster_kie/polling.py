@@ -435,10 +435,15 @@ class PollingPolicy:
             )
         if self.jitter < 0:
             raise ValueError("jitter must not be negative")
-        if not 0 < self.overdue_quantile < 1 or not 0 <= self.overdue_query_share <= 1:
+        if not 0 < self.overdue_quantile < 1:
             raise ValueError(
                 "overdue_quantile must be between 0 and 1 (exclusive), "
-                "overdue_query_share between 0 and 1"
+                f"got {self.overdue_quantile!r}"
+            )
+        if not 0 <= self.overdue_query_share <= 1:
+            raise ValueError(
+                "overdue_query_share must be between 0 and 1 (0 turns overdue polling off), "
+                f"got {self.overdue_query_share!r}"
             )
 
     @property

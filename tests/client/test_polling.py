@@ -68,6 +68,10 @@ def test_policy_validation() -> None:
         PollingPolicy(early_interval_s=(3.0, 2.0))
     with pytest.raises(ValueError):
         PollingPolicy(deadline_s=0)
+    with pytest.raises(ValueError, match=r"overdue_quantile must be between 0 and 1.*got 1\.5"):
+        PollingPolicy(overdue_quantile=1.5)
+    with pytest.raises(ValueError, match=r"overdue_query_share must be between 0 and 1.*got -0\.1"):
+        PollingPolicy(overdue_query_share=-0.1)
 
 
 # --- the estimator and the learned plan ----------------------------------------------------------
