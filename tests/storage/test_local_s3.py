@@ -42,7 +42,9 @@ def test_two_servers_at_once_then_nothing_left(tmp_path: Path) -> None:
                 for conn in psutil.Process(server.pid).net_connections("tcp")
                 if conn.status == psutil.CONN_LISTEN
             }
-            assert listening == set(server.ports.all()), "a port was not chosen by us"
+            # A component that answers late may not listen yet: only ports we chose, and S3's.
+            assert listening <= set(server.ports.all()), "a port was not chosen by us"
+            assert server.ports.s3 in listening
             assert all(
                 conn.laddr.ip == "127.0.0.1"
                 for conn in psutil.Process(server.pid).net_connections("inet")
