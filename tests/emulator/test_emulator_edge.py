@@ -127,7 +127,8 @@ def test_admin_api(kie: Kie) -> None:
 
 
 def test_create_rate_limit(start_emulator: Callable[..., EmulatorProcess]) -> None:
-    emu = start_emulator(create_limit=3, create_window=0.6)
+    # windows of a few seconds: a loaded CI worker must not see one age out mid-test
+    emu = start_emulator(create_limit=3, create_window=3.0)
     kie = Kie(emu)
     for _ in range(3):
         kie.create_ok()
@@ -144,12 +145,12 @@ def test_create_rate_limit(start_emulator: Callable[..., EmulatorProcess]) -> No
     assert stats["tasks_created"] == 3  # rejected, not queued
     assert stats["create_calls"] == 5
     assert stats["rate_limited"]["create"] == 2
-    time.sleep(0.65)
+    time.sleep(3.05)
     kie.create_ok()
 
 
 def test_query_rate_limit(start_emulator: Callable[..., EmulatorProcess]) -> None:
-    emu = start_emulator(query_limit=4, query_window=0.5)
+    emu = start_emulator(query_limit=4, query_window=3.0)
     kie = Kie(emu)
     statuses = [kie.http.get(kie.base + "/api/v1/chat/credit").status_code for _ in range(4)]
     assert statuses == [200] * 4
@@ -158,7 +159,7 @@ def test_query_rate_limit(start_emulator: Callable[..., EmulatorProcess]) -> Non
     limited = kie.http.post(kie.base + "/api/v1/common/download-url", json={"url": "x"})
     assert limited.status_code == 429
     assert emu.admin.stats()["rate_limited"]["total"] == 2
-    time.sleep(0.55)
+    time.sleep(3.05)
     assert kie.http.get(kie.base + "/api/v1/chat/credit").status_code == 200
 
 

@@ -197,12 +197,12 @@ def test_cli_fault_strings(start_emulator: Callable[..., EmulatorProcess]) -> No
 
 
 def test_fault_time_window(kie: Kie) -> None:
-    kie.emu.admin.set_faults(maintenance={"start": 0.2, "duration": 0.3, "endpoint": "credit"})
+    kie.emu.admin.set_faults(maintenance={"start": 1.0, "duration": 2.0, "endpoint": "credit"})
     url = kie.base + "/api/v1/chat/credit"
     assert kie.http.get(url).json()["code"] == 200
-    time.sleep(0.25)
+    time.sleep(1.5)
     assert kie.http.get(url).json()["code"] == 455
-    time.sleep(0.35)
+    time.sleep(2.0)
     assert kie.http.get(url).json()["code"] == 200
 
 
