@@ -165,12 +165,13 @@ async def test_many_waiters_share_one_list(moto_s3: tuple[Any, str]) -> None:
 
 async def test_refresh_interval_is_respected(moto_s3: tuple[Any, str]) -> None:
     client, bucket = moto_s3
-    reader = CallbackInbox(client, bucket, min_refresh_interval_s=0.2)
+    # seconds, not tenths: five reads on a loaded CI worker once took longer than 0.2 s
+    reader = CallbackInbox(client, bucket, min_refresh_interval_s=2.0)
     lists = count_lists(client)
     for _ in range(5):
         await reader.aget("t1")
     assert lists[0] == 1
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(2.05)
     CallbackInbox(client, bucket).put("t1", callback_body("t1"))
     assert await reader.aget("t1") is not None
     assert lists[0] == 2
