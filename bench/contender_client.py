@@ -16,13 +16,11 @@ from typing import Any
 
 import boto3
 
+from bench.contender_kieclient import kie_client
 from bench.workload import ContenderConfig, run_contender
 from dagster_kie.batch import BatchRunner
-from dagster_kie.client import AsyncKieClient
-from dagster_kie.download import DownloadPolicy
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.prompts import parse_prompt_file
-from dagster_kie.rate_limit import RateLimits
 from dagster_kie.storage import ImageStore
 
 
@@ -32,17 +30,7 @@ async def run(config: ContenderConfig) -> dict[str, Any]:
     s3 = boto3.client("s3")
     prefix = config.prefix.strip("/")
     started = time.monotonic()
-    async with AsyncKieClient(
-        config.api_key,
-        base_url=config.base_url,
-        upload_base_url=config.upload_base_url,
-        rate_limits=RateLimits(
-            create_per_window=config.create_limit,
-            create_window_s=config.create_window,
-            queries_per_second=config.queries_per_second,
-        ),
-        download_policy=DownloadPolicy(allow_private_addresses=True),
-    ) as client:
+    async with kie_client(config) as client:
         runner = BatchRunner(
             client=client,
             store=ImageStore(s3, config.bucket, prefix),

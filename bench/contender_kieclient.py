@@ -51,13 +51,9 @@ async def _one(
     return len(record.result_urls)
 
 
-async def run(config: ContenderConfig) -> dict[str, Any]:
-    with open(config.bodies_path, encoding="utf-8") as handle:
-        items = json.load(handle)
-    s3 = boto3.client("s3")
-    downloads = asyncio.Semaphore(MAX_DOWNLOADS)
-    started = time.monotonic()
-    async with AsyncKieClient(
+def kie_client(config: ContenderConfig) -> AsyncKieClient:
+    """The client every dagster-kie contender uses: the emulator's URLs and its rate limits."""
+    return AsyncKieClient(
         config.api_key,
         base_url=config.base_url,
         upload_base_url=config.upload_base_url,
@@ -67,7 +63,16 @@ async def run(config: ContenderConfig) -> dict[str, Any]:
             queries_per_second=config.queries_per_second,
         ),
         download_policy=DownloadPolicy(allow_private_addresses=True),
-    ) as client:
+    )
+
+
+async def run(config: ContenderConfig) -> dict[str, Any]:
+    with open(config.bodies_path, encoding="utf-8") as handle:
+        items = json.load(handle)
+    s3 = boto3.client("s3")
+    downloads = asyncio.Semaphore(MAX_DOWNLOADS)
+    started = time.monotonic()
+    async with kie_client(config) as client:
         results = await asyncio.gather(
             *(_one(client, s3, downloads, config, item) for item in items),
             return_exceptions=True,
