@@ -379,6 +379,9 @@ class KieCore:
                         )
                     now = self.clock() - origin
                     if external is None:
+                        if not schedule.learned and origin_known:
+                            # learning may have started since: a burst's first tasks use it too
+                            schedule = self.polling.schedule_for(self.estimator, model)
                         next_poll = schedule.next_poll_at(now)
                         if origin_known and not overdue:
                             overdue = self._is_overdue(model, origin, now)

@@ -4,13 +4,16 @@
 5–10 s up to two minutes, every 15–30 s after that, give up after 15 minutes) and adds learning:
 a :class:`DurationEstimator`, shared by every call of one client, records how long finished tasks
 took per model (createTime → completeTime). Once a model has a few samples, :func:`plan_polls`
-picks, from the recent durations, when to poll first and how densely to poll after that (each
-later poll a fixed fraction of the elapsed time after the previous one): the cheapest plan whose
-median is at most 3 polls per task and whose mean added latency (time between a task's end and
-its detection, relative to its duration) stays under 10 %. Tight durations give one poll per
-task; wider ones start earlier and step finer. A task that outlives most of its model's tasks
-(*overdue*, judged with :class:`WaitingTasks`: tasks still running count as not done) is polled
-from a share of the query budget instead, which is what ends a batch soon after its last task.
+picks, from the recent durations, a few poll times at quantiles of them (say when 10 %, 30 % and
+55 % of recent tasks had ended) and how densely to poll after those (each later poll a fixed
+fraction of the elapsed time after the previous one): the cheapest plan whose median is at most
+3 polls per task and whose added latency (time between a task's end and its detection, summed
+over tasks, relative to their summed durations) stays under the target, or the one that adds the
+least latency within 3 polls when none does. Tight durations give one poll per task; wider ones
+spread three over the likely end times. A task still waiting when learning starts switches to
+the learned plan. A task that outlives most of its model's tasks (*overdue*, judged with
+:class:`WaitingTasks`: tasks still running count as not done) is polled from a share of the query
+budget instead, which is what ends a batch soon after its last task.
 
 ``KIE_POLL_INTERVAL_SCALE`` (a float, default 1) scales every interval, as replicate-python's
 ``REPLICATE_POLL_INTERVAL`` does; tests set it low. Learned completion times are not scaled: they
@@ -114,33 +117,68 @@ class DurationEstimate:
 
 @dataclass(frozen=True)
 class PollPlan:
-    """Learned poll times: first at ``first_s``, then every ``step_ratio`` of the elapsed time.
+    """Learned poll times: at ``offsets``, then every ``tail_ratio`` of the elapsed time.
 
     Attributes:
-        first_s: Seconds after submission of the first poll.
-        step_ratio: Each later poll comes this fraction of the elapsed time after the previous.
+        offsets: Seconds after submission of the planned polls, ascending.
+        tail_ratio: After the last offset, each poll comes this fraction of the elapsed time
+            after the previous one.
         expected_polls: Mean polls per task this plan needs on the recent durations.
-        expected_added_latency: Mean relative delay between a task's end and its detection.
+        expected_added_latency: Summed delay between the tasks' ends and their detection,
+            relative to their summed durations, on the recent durations.
     """
 
-    first_s: float
-    step_ratio: float
+    offsets: tuple[float, ...]
+    tail_ratio: float
     expected_polls: float
     expected_added_latency: float
 
+    @property
+    def first_s(self) -> float:
+        """Seconds after submission of the first poll."""
+        return self.offsets[0]
 
-def _score(durations: Sequence[float], first: float, ratio: float) -> tuple[float, float, float]:
-    """(60th-percentile polls, mean polls, mean relative added latency) of a plan."""
-    growth = math.log1p(ratio)
+    def next_after(self, elapsed: float, min_interval: float) -> float | None:
+        """The first planned offset after ``elapsed`` (``None`` past the last one)."""
+        index = bisect.bisect_right(self.offsets, elapsed)
+        if index == len(self.offsets):
+            return None
+        return max(self.offsets[index], elapsed + min_interval)
+
+
+def _plan_offsets(
+    ordered: Sequence[float], quantiles: Sequence[float], min_interval: float
+) -> tuple[float, ...]:
+    """Durations at ``quantiles``, dropping any closer than ``min_interval`` to the previous."""
+    offsets: list[float] = []
+    for q in quantiles:
+        value = _quantile(ordered, q)
+        if not offsets or value >= offsets[-1] + min_interval:
+            offsets.append(value)
+    return tuple(offsets)
+
+
+def _score(
+    durations: Sequence[float], offsets: Sequence[float], ratio: float, min_interval: float
+) -> tuple[float, float, float]:
+    """(60th-percentile polls, mean polls, added latency) of a plan on ascending durations."""
     counts: list[int] = []
-    added = 0.0
+    lag = 0.0
     for duration in durations:
-        steps = 0 if duration <= first else math.ceil(math.log(duration / first) / growth - 1e-9)
-        counts.append(1 + steps)
-        added += (first * (1.0 + ratio) ** steps - duration) / max(duration, 1e-3)
-    counts.sort()
-    # the 60th percentile, not the median: a little slack for sampling noise
-    return _quantile(counts, 0.6), statistics.fmean(counts), added / len(durations)
+        index = bisect.bisect_left(offsets, duration)
+        if index < len(offsets):
+            counts.append(index + 1)
+            lag += offsets[index] - duration
+            continue
+        at, polls = offsets[-1], len(offsets)
+        while at < duration:
+            at += max(min_interval, ratio * at)
+            polls += 1
+        counts.append(polls)
+        lag += at - duration
+    # counts follow the ascending durations; the 60th percentile, not the median: a little
+    # slack for sampling noise
+    return _quantile(counts, 0.6), statistics.fmean(counts), lag / max(sum(durations), 1e-9)
 
 
 def plan_polls(
@@ -148,17 +186,22 @@ def plan_polls(
     *,
     target_added_latency: float,
     poll_budget: float,
+    mean_poll_budget: float = math.inf,
     quantiles: Sequence[float],
-    step_ratios: Sequence[float],
+    quantile_steps: Sequence[float],
+    tail_ratios: Sequence[float],
+    min_interval: float = 0.5,
 ) -> PollPlan | None:
-    """The cheapest plan that keeps both goals: median polls within the budget, mean added
-    latency within the target.
+    """The cheapest plan that keeps both goals: median polls within the budget (and mean polls
+    within ``mean_poll_budget``), added latency within the target.
 
-    Tries every (first-poll quantile, step ratio) pair on the recent durations, in closed form:
-    a tight distribution gets its first poll near the median and little else; a wider one starts
-    earlier and steps finer, so that tasks finishing early are not noticed late. When the spread
-    is too wide for both goals, the poll budget wins (kie.ai's 10 queries per second are shared by
-    every task in flight) and the plan with the least added latency within it is used.
+    A plan polls at ``poll_budget`` quantiles of the recent durations (the first one from
+    ``quantiles``, each next one a step from ``quantile_steps`` further), then every
+    ``tail_ratio`` of the elapsed time. Every combination is scored on the recent durations, in
+    closed form: a tight distribution gets one poll near its end and little else; a wider one
+    spreads its polls over the likely end times. When the spread is too wide for both goals,
+    the poll budget wins (kie.ai's 10 queries per second are shared by every task in flight) and
+    the plan with the least added latency within it is used.
 
     Returns:
         ``None`` when there are no positive durations.
@@ -166,20 +209,27 @@ def plan_polls(
     ordered = sorted(d for d in durations if d > 0)
     if not ordered:
         return None
+    budget = max(1, math.floor(poll_budget))
     best: tuple[tuple[int, float, float], PollPlan] | None = None
-    for ratio in step_ratios:
-        for q in quantiles:
-            first = _quantile(ordered, q)
-            median, mean, added = _score(ordered, first, ratio)
-            within_budget = median <= poll_budget
-            if within_budget and added <= target_added_latency:
-                key = (0, mean, added)
-            elif within_budget:
-                key = (1, added, mean)
-            else:
-                key = (2, median, added)
-            if best is None or key < best[0]:
-                best = (key, PollPlan(first, ratio, mean, added))
+    seen: set[tuple[tuple[float, ...], float]] = set()
+    for first in quantiles:
+        for step in quantile_steps:
+            points = [q for q in (first + i * step for i in range(budget)) if q < 1]
+            offsets = _plan_offsets(ordered, points, min_interval)
+            for ratio in tail_ratios:
+                if (offsets, ratio) in seen:
+                    continue
+                seen.add((offsets, ratio))
+                median, mean, added = _score(ordered, offsets, ratio, min_interval)
+                within_budget = median <= poll_budget and mean <= mean_poll_budget
+                if within_budget and added <= target_added_latency:
+                    key = (0, mean, added)
+                elif within_budget:
+                    key = (1, added, mean)
+                else:
+                    key = (2, median, added)
+                if best is None or key < best[0]:
+                    best = (key, PollPlan(offsets, ratio, mean, added))
     return None if best is None else best[1]
 
 
@@ -367,13 +417,18 @@ class PollingPolicy:
         learn: Schedule polls from the durations of earlier tasks of the same model.
         min_samples: Finished tasks needed before learning applies.
         history: Durations kept per model.
-        target_added_latency: Mean delay between a task's end and its detection, relative to
-            its duration, that a learned plan aims for (8 %, leaving room under 10 % for jitter
-            and request time).
-        poll_budget: Median polls per task a learned plan may use; when durations spread too
-            widely for both goals, this one wins.
+        target_added_latency: Summed delay between the tasks' ends and their detection,
+            relative to their summed durations, that a learned plan aims for (5 %, leaving room
+            under 10 % for queueing at the query limit and request time).
+        poll_budget: Median polls per task a learned plan may use (and how many polls it
+            plans); when durations spread too widely for both goals, this one wins ...
+        mean_poll_budget: ... with this many polls per task on average at most. At the rate
+            limit kie.ai allows 5 queries per task (10 per second, 2 new tasks per second);
+            polls beyond about 4 only queue behind each other.
         first_poll_quantiles: Quantiles of recent durations tried for the first poll.
-        step_ratios: Fractions of the elapsed time tried as the spacing of later polls.
+        quantile_steps: Steps between the quantiles of the next planned polls, tried.
+        tail_ratios: Fractions of the elapsed time tried as the spacing of polls after the
+            planned ones.
         min_interval_s: Shortest interval between two polls.
         jitter: Relative random spread added to learned intervals (fixed intervals are drawn
             from their (min, max) range).
@@ -404,12 +459,12 @@ class PollingPolicy:
     # Not much less: submissions come in bursts, and the last few dozen tasks to finish from one
     # burst all took about as long (the time since the burst), which hides the real spread.
     history: int = 256
-    target_added_latency: float = 0.08
+    target_added_latency: float = 0.05
     poll_budget: float = 3.0
-    first_poll_quantiles: tuple[float, ...] = (
-        0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8,
-    )  # fmt: skip
-    step_ratios: tuple[float, ...] = (0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
+    mean_poll_budget: float = 4.0
+    first_poll_quantiles: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+    quantile_steps: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25)
+    tail_ratios: tuple[float, ...] = (0.06, 0.1, 0.15, 0.25)
     min_interval_s: float = 0.5
     jitter: float = 0.02
     overdue_quantile: float = 0.6
@@ -427,11 +482,18 @@ class PollingPolicy:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max")
         if not self.first_poll_quantiles or not all(0 < q < 1 for q in self.first_poll_quantiles):
             raise ValueError("first_poll_quantiles must be numbers between 0 and 1")
-        if not self.step_ratios or not all(r > 0 for r in self.step_ratios):
-            raise ValueError("step_ratios must be positive numbers")
-        if self.min_interval_s <= 0 or self.target_added_latency <= 0 or self.poll_budget < 1:
+        if not self.quantile_steps or not all(0 < q < 1 for q in self.quantile_steps):
             raise ValueError(
-                "min_interval_s and target_added_latency must be positive, poll_budget >= 1"
+                f"quantile_steps must be numbers between 0 and 1, got {self.quantile_steps!r}"
+            )
+        if not self.tail_ratios or not all(r > 0 for r in self.tail_ratios):
+            raise ValueError(f"tail_ratios must be positive numbers, got {self.tail_ratios!r}")
+        if self.min_interval_s <= 0 or self.target_added_latency <= 0:
+            raise ValueError("min_interval_s and target_added_latency must be positive")
+        if not 1 <= self.poll_budget <= self.mean_poll_budget:
+            raise ValueError(
+                "need 1 <= poll_budget <= mean_poll_budget, got "
+                f"{self.poll_budget!r} and {self.mean_poll_budget!r}"
             )
         if self.jitter < 0:
             raise ValueError("jitter must not be negative")
@@ -461,8 +523,11 @@ class PollingPolicy:
             durations,
             target_added_latency=self.target_added_latency,
             poll_budget=self.poll_budget,
+            mean_poll_budget=self.mean_poll_budget,
             quantiles=self.first_poll_quantiles,
-            step_ratios=self.step_ratios,
+            quantile_steps=self.quantile_steps,
+            tail_ratios=self.tail_ratios,
+            min_interval=self.min_interval_s * self.scale,
         )
 
     def is_overdue(self, estimate: DurationEstimate | None, age: float, older_running: int) -> bool:
@@ -564,9 +629,11 @@ class PollSchedule:
         fixed = self.policy.fixed_interval(elapsed, self.rng)
         if self.plan is None:
             return elapsed + fixed
-        if elapsed < self.plan.first_s:
-            return self.plan.first_s
-        dense = max(self.policy.min_interval_s * self.scale, self.plan.step_ratio * elapsed)
+        min_interval = self.policy.min_interval_s * self.scale
+        planned = self.plan.next_after(elapsed, min_interval)
+        if planned is not None:
+            return planned
+        dense = max(min_interval, self.plan.tail_ratio * elapsed)
         dense *= 1.0 + self.rng.uniform(0.0, self.policy.jitter)
         return elapsed + min(fixed, dense)
 

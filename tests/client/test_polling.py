@@ -72,6 +72,12 @@ def test_policy_validation() -> None:
         PollingPolicy(overdue_quantile=1.5)
     with pytest.raises(ValueError, match=r"overdue_query_share must be between 0 and 1.*got -0\.1"):
         PollingPolicy(overdue_query_share=-0.1)
+    with pytest.raises(ValueError, match=r"poll_budget <= mean_poll_budget, got 3\.0 and 2\.0"):
+        PollingPolicy(mean_poll_budget=2.0)
+    with pytest.raises(ValueError, match=r"tail_ratios must be positive numbers, got \(0\.0,\)"):
+        PollingPolicy(tail_ratios=(0.0,))
+    with pytest.raises(ValueError, match=r"quantile_steps must be numbers between 0 and 1"):
+        PollingPolicy(quantile_steps=(1.5,))
 
 
 # --- the estimator and the learned plan ----------------------------------------------------------
@@ -131,12 +137,68 @@ def test_tight_durations_give_one_poll_at_the_expected_time() -> None:
         target_added_latency=0.08,
         poll_budget=3,
         quantiles=(0.25, 0.5),
-        step_ratios=(0.1,),
+        quantile_steps=(0.1,),
+        tail_ratios=(0.1,),
     )
     assert plan is not None
-    assert plan.first_s == 20.0
+    assert plan.offsets == (20.0,)  # three equal quantiles are one poll
     assert plan.expected_polls == 1.0
     assert plan.expected_added_latency == 0.0
+
+
+def test_wide_durations_spread_the_planned_polls_over_the_likely_ends() -> None:
+    """Lognormal, sigma 0.5 around 6 s: no plan within 3 polls adds under 5 %, so the one that
+    adds least within the poll budgets is used: three polls between the 10th and 70th
+    percentiles, then a dense tail."""
+    rng = random.Random(7)
+    durations = [rng.lognormvariate(math.log(6.0) - 0.125, 0.5) for _ in range(256)]
+    policy = PollingPolicy(interval_scale=1.0)
+    plan = policy.plan(durations)
+    assert plan is not None
+    ordered = sorted(durations)
+    assert len(plan.offsets) == 3
+    assert ordered[len(ordered) // 50] <= plan.offsets[0] < statistics.median(ordered)
+    assert plan.offsets[-1] >= statistics.median(ordered)  # the median task is found by poll 3
+    assert plan.expected_polls <= policy.mean_poll_budget
+    # better than the best plan with one poll, which the budgets would also allow
+    one_poll = plan_polls(
+        durations,
+        target_added_latency=0.05,
+        poll_budget=1,
+        quantiles=policy.first_poll_quantiles,
+        quantile_steps=(0.1,),
+        tail_ratios=(plan.tail_ratio,),
+    )
+    assert one_poll is not None
+    assert plan.expected_added_latency < one_poll.expected_added_latency
+
+
+def test_the_mean_poll_budget_bounds_the_plan() -> None:
+    rng = random.Random(8)
+    durations = [rng.lognormvariate(math.log(6.0) - 0.32, 0.8) for _ in range(256)]
+    generous = PollingPolicy(interval_scale=1.0, mean_poll_budget=8.0).plan(durations)
+    frugal = PollingPolicy(interval_scale=1.0, mean_poll_budget=3.5).plan(durations)
+    assert generous is not None and frugal is not None
+    assert frugal.expected_polls <= 3.5 < generous.expected_polls
+    assert generous.expected_added_latency < frugal.expected_added_latency
+
+
+def test_planned_polls_keep_the_minimum_interval() -> None:
+    plan = plan_polls(
+        [10.0, 10.1, 10.2, 10.3, 12.0],
+        target_added_latency=0.01,
+        poll_budget=3,
+        quantiles=(0.1,),
+        quantile_steps=(0.2,),
+        tail_ratios=(0.1,),
+        min_interval=0.5,
+    )
+    assert plan is not None
+    assert all(b - a >= 0.5 for a, b in itertools.pairwise(plan.offsets))
+    assert plan.next_after(0.0, 0.5) == plan.offsets[0]
+    # a poll that went out late is not followed by another one at once
+    assert plan.next_after(plan.offsets[-1] - 0.1, 0.5) == pytest.approx(plan.offsets[-1] + 0.4)
+    assert plan.next_after(plan.offsets[-1], 0.5) is None
 
 
 def test_learned_schedule_polls_first_near_completion_then_densely() -> None:
@@ -345,6 +407,29 @@ def test_wait_learns_and_needs_one_poll_per_task_for_steady_durations(
     assert tasks.polls["task_1"] >= 7  # before learning: kie.ai's fixed advice
     summary = api.client.polling_stats.summary()
     assert summary["tasks"] == 8
+
+
+def test_a_wait_started_before_learning_switches_to_the_learned_plan(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    """The first tasks of a burst start on kie.ai's fixed schedule (every 2-3 s). When other
+    tasks of the model end while they wait, they switch to the learned plan at their next poll
+    instead of polling every 2-3 s for a minute."""
+    tasks = Tasks(script, clock, duration=60.0)
+    estimator = api.client._core.estimator
+
+    def others_end(record: TaskRecord) -> None:
+        if record.state == "waiting":  # the first poll: learning has not started yet
+            for seconds in (58.0, 60.0, 62.0):
+                estimator.record(None, seconds)
+
+    task_id = api.create_task(BODY)
+    assert api.wait(task_id, on_update=others_end).succeeded
+    times = [t - tasks.created[task_id] for t in tasks.poll_times[task_id]]
+    # the fixed schedule, until the poll after the one that saw others end ...
+    assert times[1] <= 6.0
+    assert times[2] >= 55.0  # ... then the plan: nothing until the learned end times
+    assert len(times) <= 5  # the fixed schedule alone polls about 24 times in 60 s
 
 
 def test_failed_task_raises_generation_failed(api: Api, script: Script, clock: FakeClock) -> None:
