@@ -28,7 +28,7 @@ import boto3
 import psutil
 
 from bench import contender_dagster, machine, profiling, timeline
-from bench.limit import emulator_durations, limit_seconds
+from bench.limit import emulator_durations, latency_floor, limit_seconds
 from bench.measure import run_measured
 from bench.report import Row, added_latency, polls_summary, results_document, table
 from bench.workload import ContenderConfig, write_prompt_file
@@ -258,6 +258,9 @@ class Bench:
             s3_cpu_s=s3_cpu,
             peak_processes=measured.peak_processes,
             load_avg=os.getloadavg()[0],
+            latency_floor=latency_floor(
+                durations, settings.create_limit, config.queries_per_second
+            ),
         )
         if measured.returncode != 0:
             row.notes.append(f"exit code {measured.returncode}; log {self.logs / (tag + '.log')}")

@@ -40,6 +40,7 @@ class Row:
     peak_processes: int = 0
     load_avg: float = 0.0
     notes: list[str] = field(default_factory=list)
+    latency_floor: float | None = None
 
     @property
     def wall_estimate(self) -> float:
@@ -115,6 +116,8 @@ def _cells(row: Row) -> list[str]:
     )
     cpu = "–" if row.cpu_per_image is None else f"{row.cpu_per_image * 1000:.1f}"
     latency = "–" if row.added_latency is None else f"{row.added_latency:.1%}"
+    if row.latency_floor is not None and row.added_latency is not None:
+        latency += f" (floor {row.latency_floor:.1%})"
     return [
         f"{row.size:,}",
         row.contender,
@@ -211,7 +214,10 @@ def results_document(
         "**polls/task**: `polls_per_task` (tasks never polled count as 0).",
         "- **added latency**: what polling added to the tasks' time, Σ (first recordInfo that "
         "showed a task ended − its end) / Σ task durations, from the emulator's "
-        "`detection_lag_per_task` and task list (downloads and uploads not included).",
+        "`detection_lag_per_task` and task list (downloads and uploads not included). "
+        "**floor**: the least any polling client can add when tasks start a create window at a "
+        "time, `Σ_windows n² / (4 × queries per second) / Σ durations` (`bench/limit.py`): the "
+        "n tasks of a window can at best be polled in turn with every query there is.",
         "- **CPU ms/image**: user + system CPU of the contender's whole process tree (children "
         "included) per image stored; **peak RSS**: sum over the process tree, sampled every 0.2 s.",
         "- **contenders**: *AsyncKieClient* is the client alone (create, wait, stream download, "
