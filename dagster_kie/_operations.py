@@ -75,7 +75,13 @@ from dagster_kie.models import (
     UploadedFile,
     parse_request,
 )
-from dagster_kie.polling import DurationEstimator, PollingPolicy, PollingStats, WaitingTasks
+from dagster_kie.polling import (
+    DurationEstimator,
+    PollingPolicy,
+    PollingStats,
+    PollSchedule,
+    WaitingTasks,
+)
 from dagster_kie.rate_limit import RateLimiter, RateLimits, Ticket
 
 __all__ = ["AnyRequest", "EventHook", "KieCore"]
@@ -380,8 +386,7 @@ class KieCore:
                     now = self.clock() - origin
                     if external is None:
                         if not schedule.learned and origin_known:
-                            # learning may have started since: a burst's first tasks use it too
-                            schedule = self.polling.schedule_for(self.estimator, model)
+                            schedule = self._learned_since(schedule, model, now)
                         next_poll = schedule.next_poll_at(now)
                         if origin_known and not overdue:
                             overdue = self._is_overdue(model, origin, now)
@@ -413,6 +418,16 @@ class KieCore:
                     )
         finally:
             self.waiting.remove(model, origin, overdue=overdue)
+
+    def _learned_since(self, schedule: PollSchedule, model: str | None, age: float) -> PollSchedule:
+        """The learned schedule, if learning started since this wait began and its plan still
+        has polls ahead of a task ``age`` seconds old. Plans learned while a burst's first tasks
+        wait come from the burst's shortest tasks: when the plan is all behind a task, its tail
+        would poll the task densely for a long time, and kie.ai's schedule stays."""
+        learned = self.polling.schedule_for(self.estimator, model)
+        if learned.plan is None or learned.plan.next_after(age, 0.0) is None:
+            return schedule
+        return learned
 
     def _is_overdue(self, model: str | None, origin: float, age: float) -> bool:
         return self.polling.is_overdue(
