@@ -432,6 +432,29 @@ def test_a_wait_started_before_learning_switches_to_the_learned_plan(
     assert len(times) <= 5  # the fixed schedule alone polls about 24 times in 60 s
 
 
+def test_a_plan_already_behind_a_waiting_task_is_not_used_for_it(
+    make_api: Callable[..., Api], script: Script, clock: FakeClock
+) -> None:
+    """Learning that starts while a burst waits comes from its shortest tasks: a plan whose
+    polls are all behind the task would leave it to the dense tail (every 0.5 s here). It keeps
+    kie.ai's schedule instead. (Overdue polling, which would also poll it densely here, is off:
+    in a real burst the tasks still running keep it from being overdue.)"""
+    api = make_api(polling=PollingPolicy(interval_scale=1.0, overdue_query_share=0.0))
+    tasks = Tasks(script, clock, duration=20.0)
+    estimator = api.client._core.estimator
+
+    def short_ones_end(record: TaskRecord) -> None:
+        if record.state == "waiting":
+            for seconds in (1.0, 1.1, 1.2):
+                estimator.record(None, seconds)
+
+    task_id = api.create_task(BODY)
+    assert api.wait(task_id, on_update=short_ones_end).succeeded
+    times = tasks.poll_times[task_id]
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 2.0
+    assert len(times) <= 10
+
+
 def test_failed_task_raises_generation_failed(api: Api, script: Script, clock: FakeClock) -> None:
     Tasks(script, clock, duration=5.0, state="fail")
     events: list[tuple[str, Any]] = []
