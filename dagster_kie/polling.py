@@ -4,16 +4,17 @@
 5–10 s up to two minutes, every 15–30 s after that, give up after 15 minutes) and adds learning:
 a :class:`DurationEstimator`, shared by every call of one client, records how long finished tasks
 took per model (createTime → completeTime). Once a model has a few samples, :func:`plan_polls`
-picks, from the recent durations, a few poll times at quantiles of them (say when 10 %, 30 % and
-55 % of recent tasks had ended) and how densely to poll after those (each later poll a fixed
-fraction of the elapsed time after the previous one): the cheapest plan whose median is at most
-3 polls per task and whose added latency (time between a task's end and its detection, summed
-over tasks, relative to their summed durations) stays under the target, or the one that adds the
-least latency within 3 polls when none does. Tight durations give one poll per task; wider ones
-spread three over the likely end times. A task still waiting when learning starts switches to
-the learned plan. A task that outlives most of its model's tasks (*overdue*, judged with
-:class:`WaitingTasks`: tasks still running count as not done) is polled from a share of the query
-budget instead, which is what ends a batch soon after its last task.
+picks, from the recent durations, up to three poll times at quantiles of them (say when 15 %,
+40 % and 60 % of recent tasks had ended) and how densely to poll after those (each later poll a
+fixed fraction of the elapsed time after the previous one): the cheapest plan whose median is at
+most 3 polls per task (mean at most 4) and whose added latency (time between a task's end and
+its detection, summed over tasks, relative to their summed durations) stays under the target,
+or the one that adds the least latency within those budgets when none does. Tight durations give
+one poll per task; wider ones spread three over the likely end times. A task still waiting when
+learning starts switches to the learned plan if the plan still has polls ahead of it. A task
+that outlives most of its model's tasks (*overdue*, judged with :class:`WaitingTasks`: tasks
+still running count as not done) is polled from a share of the query budget instead, which is
+what ends a batch soon after its last task.
 
 ``KIE_POLL_INTERVAL_SCALE`` (a float, default 1) scales every interval, as replicate-python's
 ``REPLICATE_POLL_INTERVAL`` does; tests set it low. Learned completion times are not scaled: they
