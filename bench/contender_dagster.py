@@ -50,8 +50,15 @@ def prepare(config: ContenderConfig, workdir: Path) -> tuple[list[str], dict[str
     _register_partition(home, prompts.name)
     dagster = str(Path(sys.executable).with_name("dagster"))
     argv = [
-        dagster, "job", "execute", "-m", "definitions", "-j", JOB,
-        "--tags", json.dumps({"dagster/partition": prompts.name}),
+        dagster,
+        "job",
+        "execute",
+        "-m",
+        "definitions",
+        "-j",
+        JOB,
+        "--tags",
+        json.dumps({"dagster/partition": prompts.name}),
     ]
     return argv, env
 

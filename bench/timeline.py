@@ -88,8 +88,10 @@ def dagster_phases(home: Path, spawned: float, ended: float) -> str | None:
     run_start = marks.get(("RUN_START", None))
     if run_start is not None:
         parts.append(f"CLI start-up, definitions, run creation {run_start - spawned:.1f} s")
-    steps = sorted({key for (_, key) in marks if key}, key=lambda k: marks.get(
-        ("STEP_WORKER_STARTING", k), marks.get(("STEP_START", k), 0.0)))
+    steps = sorted(
+        {key for (_, key) in marks if key},
+        key=lambda k: marks.get(("STEP_WORKER_STARTING", k), marks.get(("STEP_START", k), 0.0)),
+    )
     for step in steps:
         launch, start = marks.get(("STEP_WORKER_STARTING", step)), marks.get(("STEP_START", step))
         end = marks.get(("STEP_SUCCESS", step)) or marks.get(("STEP_FAILURE", step))
