@@ -72,13 +72,13 @@ def added_latency(stats: dict[str, Any], tasks: Sequence[dict[str, Any]]) -> flo
     """What polling added to the tasks' time: the sum over tasks of (first recordInfo that showed
     the task ended − its end), over the sum of their durations (the emulator's clock)."""
     lags = stats.get("detection_lag_per_task", {})
-    durations = [
+    lags_and_durations = [
         (float(lags[t["taskId"]]), float(t["finished"]) - float(t["created"]))
         for t in tasks
         if t["taskId"] in lags and t.get("finished") is not None
     ]
-    total = sum(duration for _, duration in durations)
-    return sum(lag for lag, _ in durations) / total if total > 0 else None
+    total = sum(duration for _, duration in lags_and_durations)
+    return sum(lag for lag, _ in lags_and_durations) / total if total > 0 else None
 
 
 def _mark(ok: bool) -> str:

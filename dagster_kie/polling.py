@@ -251,6 +251,8 @@ class DurationEstimator:
         self._durations: dict[str, deque[float]] = {}
         self._versions: dict[str, int] = {}
         self._plans: dict[str, tuple[int, PollingPolicy, PollPlan | None]] = {}
+        # every poll asks for one (overdue check, learning started): sort once per new duration
+        self._estimates: dict[str, tuple[int, DurationEstimate]] = {}
 
     def record(self, model: str | None, seconds: float) -> None:
         """Remember that a task of ``model`` took ``seconds`` (also counted for any model)."""
@@ -279,7 +281,12 @@ class DurationEstimator:
             key = self._key(model)
             if key is None:
                 return None
-            return DurationEstimate(tuple(sorted(self._durations[key])))
+            version = self._versions[key]
+            cached = self._estimates.get(key)
+            if cached is None or cached[0] != version:
+                cached = (version, DurationEstimate(tuple(sorted(self._durations[key]))))
+                self._estimates[key] = cached
+            return cached[1]
 
     def plan(self, model: str | None, policy: PollingPolicy) -> PollPlan | None:
         """The learned poll plan of ``model`` under ``policy`` (cached; refreshed as durations
