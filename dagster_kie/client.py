@@ -48,6 +48,7 @@ from dagster_kie._protocol import (
     Step,
     transport_error,
 )
+from dagster_kie._transport import async_transport
 from dagster_kie._uploads import UploadMethod, UploadSource
 from dagster_kie.download import AsyncDownload, Download, DownloadGuard, DownloadPolicy
 from dagster_kie.errors import AuthenticationError
@@ -550,7 +551,10 @@ class AsyncKieClient(_ClientBase):
     def _setup(self, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None) -> None:
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError("AsyncKieClient needs an async transport (httpx.AsyncBaseTransport)")
-        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
+        options = self._http_options()
+        if transport is None:
+            transport = async_transport(options["limits"])
+        self._http = httpx.AsyncClient(transport=transport, **options)
         self._driver = _AsyncDriver(self._http)
 
     async def aclose(self) -> None:
