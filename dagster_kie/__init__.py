@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "RateLimits": "dagster_kie.rate_limit",
     "PollingPolicy": "dagster_kie.polling",
     "DownloadPolicy": "dagster_kie.download",
+    "parse_remix_request": "dagster_kie.models",
     "parse_request": "dagster_kie.models",
     "TaskRecord": "dagster_kie.models",
     "RemixImageRequest": "dagster_kie.models",
@@ -63,6 +64,7 @@ __all__ = [
     "build_prompt_sensor",
     "build_retry_sensor",
     "parse_prompt_file",
+    "parse_remix_request",
     "parse_request",
 ]
 
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from dagster_kie.download import DownloadPolicy
     from dagster_kie.errors import KieError
     from dagster_kie.ledger import TaskLedger
-    from dagster_kie.models import RemixImageRequest, TaskRecord, parse_request
+    from dagster_kie.models import RemixImageRequest, TaskRecord, parse_remix_request, parse_request
     from dagster_kie.polling import PollingPolicy
     from dagster_kie.prompts import RecordDefaults, parse_prompt_file
     from dagster_kie.rate_limit import RateLimits

@@ -73,6 +73,7 @@ from dagster_kie.models import (
     TaskRecord,
     TextToImageRequest,
     UploadedFile,
+    parse_remix_request,
     parse_request,
 )
 from dagster_kie.polling import (
@@ -687,11 +688,7 @@ class KieCore:
         file_name: str | None = None,
     ) -> Step[RemixResult]:
         """``POST {remix_base_url}/ideogram/remix`` (multipart); resent only if provably unsent."""
-        typed = (
-            request
-            if isinstance(request, RemixImageRequest)
-            else RemixImageRequest.model_validate(dict(request))
-        )
+        typed = request if isinstance(request, RemixImageRequest) else parse_remix_request(request)
         name, data, mime = load_image(image, file_name=file_name)
         url = f"{self.remix_base_url}/ideogram/remix"
         payload = typed.to_json()

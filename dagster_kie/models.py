@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
@@ -59,6 +59,7 @@ __all__ = [
     "UploadedFile",
     "canonical_json",
     "image_sources",
+    "parse_remix_request",
     "parse_request",
     "request_id_for",
     "with_image_sources",
@@ -273,21 +274,32 @@ def _explained(error: ValidationError, record: Any) -> ValidationError:
                 text = f"unknown model {given!r}{_did_you_mean(given, MODELS)}; allowed: {models}"
             details.append(_custom(kind, text, ("model",), given))
         elif kind == "extra_forbidden" and loc and loc[0] in _REQUEST_TYPES:
-            owner = _model_at(_REQUEST_TYPES[str(loc[0])], loc[1:-1])
-            if owner is None:
-                details.append(_unchanged(item))
-                continue
-            allowed = sorted(owner.model_fields)
-            path = ".".join(str(part) for part in loc[1:-1] if not isinstance(part, int))
-            where = f"{loc[0]} {path}" if path else f"the {loc[0]} request"
-            text = (
-                f"Extra inputs are not permitted: {str(loc[-1])!r} is not a field of {where}"
-                f"{_did_you_mean(loc[-1], allowed)}; allowed: {', '.join(allowed)}"
-            )
-            details.append(_custom(kind, text, loc, item["input"]))
+            model = str(loc[0])
+            details.append(_extra_field(item, _REQUEST_TYPES[model], model, f"the {model} request"))
         else:
             details.append(_unchanged(item))
     return ValidationError.from_exception_data(error.title, details)
+
+
+def _extra_field(item: Any, root: type[BaseModel], name: str, whole: str) -> InitErrorDetails:
+    """An unknown-field error naming where it is and the fields allowed there.
+
+    ``name`` prefixes a nested object's path; ``whole`` names ``root`` itself. A location that
+    starts with ``name`` (a tagged union's tag) has it skipped.
+    """
+    loc = tuple(item["loc"])
+    inner = loc[1:-1] if loc and loc[0] == name else loc[:-1]
+    owner = _model_at(root, inner)
+    if owner is None:
+        return _unchanged(item)
+    allowed = sorted(owner.model_fields)
+    path = ".".join(str(part) for part in inner if not isinstance(part, int))
+    where = f"{name} {path}" if path else whole
+    text = (
+        f"Extra inputs are not permitted: {str(loc[-1])!r} is not a field of {where}"
+        f"{_did_you_mean(loc[-1], allowed)}; allowed: {', '.join(allowed)}"
+    )
+    return _custom("extra_forbidden", text, loc, item["input"])
 
 
 def _custom(kind: str, text: str, loc: tuple[Any, ...], value: Any) -> InitErrorDetails:
@@ -410,6 +422,26 @@ class RemixImageRequest(_Strict):
     def to_json(self) -> str:
         """The JSON string sent as the multipart ``image_request`` part."""
         return self.model_dump_json(exclude_none=True)
+
+
+def parse_remix_request(record: Mapping[str, Any]) -> RemixImageRequest:
+    """Validate a Remix ``image_request`` mapping into a :class:`RemixImageRequest`.
+
+    An unknown field's error lists the fields allowed there (and the closest one, for a typo).
+
+    Raises:
+        pydantic.ValidationError: naming each bad field and what it allows.
+    """
+    try:
+        return RemixImageRequest.model_validate(dict(record))
+    except ValidationError as error:
+        details = [
+            _extra_field(item, RemixImageRequest, "Remix image_request", "the Remix image_request")
+            if item["type"] == "extra_forbidden"
+            else _unchanged(item)
+            for item in error.errors(include_url=False)
+        ]
+        raise ValidationError.from_exception_data(error.title, details) from None
 
 
 # --- Replies -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from dagster_kie.client import AsyncKieClient, KieClient
 from dagster_kie.errors import (
@@ -172,6 +173,18 @@ def test_remix_sends_multipart_and_reads_the_queued_shape(api: Api, script: Scri
     assert b'name="image_file"' in content
     assert b'name="image_request"' in content
     assert RemixImageRequest.model_validate(REMIX).to_json().encode() in content
+
+
+def test_remix_with_an_unknown_field_names_the_allowed_ones_and_sends_nothing(
+    api: Api, script: Script
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        api.remix(png_bytes(), {**REMIX, "negative_promt": "blur"})
+    [error] = caught.value.errors(include_url=False)
+    assert error["loc"] == ("negative_promt",)
+    assert "did you mean 'negative_prompt'?" in error["msg"]
+    assert "allowed: aspect_ratio, color_palette, image_weight" in error["msg"]
+    assert script.requests == []
 
 
 def test_remix_reads_the_synchronous_shape(api: Api, script: Script) -> None:

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dagster_kie.models import CHARACTER, MODELS, REFRAME, TEXT_TO_IMAGE, parse_request
+from dagster_kie.models import (
+    CHARACTER,
+    MODELS,
+    REFRAME,
+    TEXT_TO_IMAGE,
+    parse_remix_request,
+    parse_request,
+)
 from dagster_kie.prompts import RecordDefaults
 
 
@@ -67,3 +74,29 @@ def test_bad_default_field_lists_the_model_input_fields() -> None:
     message = str(caught.value)
     assert message.startswith(f"defaults do not fit {REFRAME}: negative_prompt: ")
     assert "allowed: image_size, image_url, num_images, rendering_speed, seed, style" in message
+
+
+def test_unknown_remix_fields_list_the_allowed_ones_at_every_level() -> None:
+    palette = {"members": [{"color_hex": "#ffffff", "colour_weight": 0.5}]}
+    with pytest.raises(ValidationError) as caught:
+        parse_remix_request({"prompt": "p", "seeed": 1, "color_palette": palette})
+    top, nested = sorted(caught.value.errors(include_url=False), key=lambda e: len(e["loc"]))
+    assert top["loc"] == ("seeed",)
+    assert "'seeed' is not a field of the Remix image_request (did you mean 'seed'?)" in top["msg"]
+    assert top["msg"].endswith(
+        "allowed: aspect_ratio, color_palette, image_weight, magic_prompt_option, model, "
+        "negative_prompt, num_images, prompt, resolution, seed, style_type"
+    )
+    assert nested["loc"] == ("color_palette", "members", 0, "colour_weight")
+    assert "not a field of Remix image_request color_palette.members" in nested["msg"]
+    assert nested["msg"].endswith(
+        "(did you mean 'color_weight'?); allowed: color_hex, color_weight"
+    )
+
+
+def test_other_remix_errors_keep_pydantic_messages() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_remix_request({"prompt": "p", "num_images": 9})
+    [error] = caught.value.errors(include_url=False)
+    assert (error["type"], error["loc"]) == ("less_than_equal", ("num_images",))
+    assert error["ctx"] == {"le": 8}
