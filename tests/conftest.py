@@ -1,12 +1,14 @@
-"""Fixtures shared by the whole test suite: a real local S3 server (SeaweedFS) and moto."""
+"""Fixtures shared by the whole test suite: a real local S3 server (SeaweedFS), moto, Dagster."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 from dagster_kie.local_s3 import LocalS3Server
@@ -51,3 +53,18 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="moto-test")
         yield client, "moto-test"
+
+
+@pytest.fixture
+def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Poll the emulator's short tasks at a tenth of kie.ai's advised intervals."""
+    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
+
+
+@pytest.fixture
+def dagster_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A real, temporary Dagster instance."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance

@@ -30,15 +30,15 @@ from dagster_kie.storage import ImageStore
 PREFIX = "kie"
 
 
+@pytest.fixture(autouse=True)
+def _fast_polling(fast_polling: None) -> None:
+    """Every test here polls the emulator's short tasks fast."""
+
+
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
     with EmulatorProcess(task_duration=0.2) as process:
         yield process
-
-
-@pytest.fixture(autouse=True)
-def _fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
 
 
 class Rig:

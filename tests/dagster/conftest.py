@@ -14,20 +14,16 @@ from dagster_kie import KieResource, LocalPromptSource, build_kie_assets
 from dagster_kie.emulator import EmulatorProcess
 
 
+@pytest.fixture(autouse=True)
+def _fast_polling(fast_polling: None) -> None:
+    """Every test here polls the emulator's short tasks fast."""
+
+
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorProcess]:
     """A kie.ai emulator with short tasks and rate limits scaled up for tests."""
     with EmulatorProcess(task_duration=0.4, create_limit=200, query_limit=200) as process:
         yield process
-
-
-@pytest.fixture
-def dagster_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    """A real, temporary Dagster instance."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
 
 
 @pytest.fixture
@@ -98,12 +94,6 @@ class Project:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
-
-
-@pytest.fixture(autouse=True)
-def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Poll the emulator's short tasks at a tenth of kie.ai's advised intervals."""
-    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ HMAC_KEY = "hmac-rel-SECRET-8d2e6b4f0a9c1357"
 
 
 @pytest.fixture(autouse=True)
-def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Poll the emulator's short tasks at a tenth of kie.ai's advised intervals."""
-    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
+def _fast_polling(fast_polling: None) -> None:
+    """Every test here polls the emulator's short tasks fast."""
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +41,6 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
     ) as process:
         process.log_file = log  # type: ignore[attr-defined]  # the security test scans it
         yield process
-
-
-@pytest.fixture
-def dagster_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        yield instance
 
 
 @pytest.fixture
