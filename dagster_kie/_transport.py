@@ -4,8 +4,8 @@ httpcore's connection pool asks every pooled connection whether it has expired, 
 request; for an idle one that means ``get_extra_info("is_readable")``. On the anyio backend
 (the one asyncio uses) each such call builds anyio's whole socket attribute table, which includes
 a ``getpeername()`` system call, just to find the raw socket again. With the client's 32
-connections that was about 15 % of a 1,000-request batch's CPU (py-spy, ``bench/profile.md``),
-and that CPU delays the createTask calls of a burst. Upstream tracks it as encode/httpcore#928.
+connections that was 16 % of a 1,000-request batch's on-CPU samples under py-spy (less without
+the profiler), CPU that delays the createTask calls of a burst. Upstream: encode/httpcore#928.
 
 Here each stream finds its raw socket once and keeps it; the readability check itself is
 httpcore's own (:func:`httpcore._utils.is_socket_readable`), so the pool behaves as before.

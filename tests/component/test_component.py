@@ -43,11 +43,9 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as dagster_instance:
-        yield dagster_instance
+def instance(dagster_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """A real, temporary Dagster instance (``dagster_instance`` of ``tests/conftest.py``)."""
+    return dagster_instance
 
 
 @contextmanager

@@ -1,8 +1,6 @@
 """The daily batch schedule, evaluated against a real temporary Dagster instance."""
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,11 +25,9 @@ WHEN = datetime(2025, 5, 1, 6, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as real_instance:
-        yield real_instance
+def instance(dagster_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """A real, temporary Dagster instance (``dagster_instance`` of ``tests/conftest.py``)."""
+    return dagster_instance
 
 
 def evaluate(instance: dg.DagsterInstance) -> Any:

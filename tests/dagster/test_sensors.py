@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,9 @@ STAND_IN_JOB = dg.define_asset_job(JOB_NAME, selection=[stand_in])
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as real_instance:
-        yield real_instance
+def instance(dagster_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """A real, temporary Dagster instance (``dagster_instance`` of ``tests/conftest.py``)."""
+    return dagster_instance
 
 
 @pytest.fixture
