@@ -42,6 +42,7 @@ from dagster_kie.budget import DailySpendLog, SpendGuard
 from dagster_kie.callbacks import CallbackInbox
 from dagster_kie.checks import IMAGE_CHECKS, check_results
 from dagster_kie.client import AsyncKieClient
+from dagster_kie.duration_history import DurationHistory
 from dagster_kie.errors import KieError
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.metadata import images_metadata, requests_metadata, tasks_metadata
@@ -231,6 +232,7 @@ def build_kie_assets(
                     spend=spend,
                     confirm_timeout_s=kie.wait_timeout_seconds,
                     on_progress=context.log.info,
+                    durations=DurationHistory(s3, bucket, prefix),
                 )
                 return await runner.run(requests, submit_only=submit_only)
 

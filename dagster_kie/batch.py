@@ -50,6 +50,7 @@ from PIL import Image
 from dagster_kie.budget import SpendGuard
 from dagster_kie.callbacks import CallbackInbox, callback_url_for
 from dagster_kie.client import AsyncKieClient
+from dagster_kie.duration_history import DurationHistory
 from dagster_kie.errors import GenerationFailedError, KieError, TransportError
 from dagster_kie.ledger import LedgerConflictError, LedgerEntry, TaskLedger
 from dagster_kie.models import TaskRecord, image_sources, with_image_sources
@@ -174,6 +175,8 @@ class BatchRunner:
         confirm_timeout_s: With callbacks on, how long after an unconfirmed createTask (state
             ``submitting``) to wait for the receiver to record its task id.
         on_progress: Called with a one-line summary now and then.
+        durations: Where recent task durations are kept between runs: loaded before the first
+            request (so polling follows a learned plan from the first task) and saved at the end.
     """
 
     def __init__(
@@ -190,6 +193,7 @@ class BatchRunner:
         spend: SpendGuard | None = None,
         confirm_timeout_s: float = 900.0,
         on_progress: Callable[[str], None] | None = None,
+        durations: DurationHistory | None = None,
     ) -> None:
         self._spend = spend
         self._confirm_timeout_s = confirm_timeout_s
@@ -225,6 +229,7 @@ class BatchRunner:
         self._resubmit_unconfirmed = resubmit_unconfirmed
         self._on_progress = on_progress or (lambda line: logger.info(line))
         self._done = 0
+        self._durations = durations
 
     async def _io_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -244,8 +249,10 @@ class BatchRunner:
             submit_only: Stop after each task exists (for materializing only the tasks asset).
         """
         started = time.monotonic()
+        models = sorted({item.request.model for item in requests})
         try:
             await self._read_state(requests)
+            loaded = await self._seed_durations(models)
             total = len(requests)
             progress = asyncio.create_task(self._report_progress(total))
             try:
@@ -254,6 +261,10 @@ class BatchRunner:
                 )
             finally:
                 progress.cancel()
+                if self._durations is not None:
+                    await self._io_call(
+                        self._durations.save, self._client.estimator, models, loaded
+                    )
         finally:
             self._io.shutdown(wait=False)
             self._submit_io.shutdown(wait=False)
@@ -265,6 +276,20 @@ class BatchRunner:
             f"{len(report.failures)} failed"
         )
         return report
+
+    async def _seed_durations(self, models: list[str]) -> dict[str, list[float]]:
+        """Start the client's duration estimator from the durations earlier runs stored."""
+        if self._durations is None:
+            return {}
+        loaded = await self._io_call(self._durations.seed, self._client.estimator, models)
+        learned = {m: len(loaded[m]) for m in models if m in loaded}
+        if learned:
+            self._on_progress(
+                "kie batch: polling starts from task durations of earlier runs ("
+                + ", ".join(f"{m}: {n}" for m, n in learned.items())
+                + ")"
+            )
+        return loaded
 
     async def _read_state(self, requests: Sequence[ParsedRequest]) -> None:
         """Read the ledger entries and manifests of the whole batch in bulk, before any request.

@@ -263,6 +263,21 @@ class DurationEstimator:
                 self._durations.setdefault(key, deque(maxlen=self.history)).append(seconds)
                 self._versions[key] = self._versions.get(key, 0) + 1
 
+    def recent(self, model: str | None) -> list[float]:
+        """The durations recorded for exactly ``model`` (``"*"``: every model), oldest first."""
+        with self._lock:
+            return list(self._durations.get(model or ANY_MODEL, ()))
+
+    def seed(self, model: str, durations: Sequence[float]) -> int:
+        """Start ``model`` from durations learned elsewhere (say, by an earlier run), unless it
+        already has some of its own; returns how many were taken."""
+        usable = [d for d in durations if math.isfinite(d) and d >= 0][-self.history :]
+        if not usable or model == ANY_MODEL or self.recent(model):
+            return 0
+        for seconds in usable:
+            self.record(model, seconds)
+        return len(usable)
+
     def _key(self, model: str | None) -> str | None:
         key = model or ANY_MODEL
         if len(self._durations.get(key, ())) >= self.min_samples:

@@ -113,6 +113,19 @@ def test_estimator_ignores_nonsense() -> None:
     assert estimator.estimate("m") is None
 
 
+def test_estimator_seeded_from_elsewhere_plans_at_once_but_never_over_its_own_durations() -> None:
+    estimator = DurationEstimator(min_samples=3, history=4)
+    assert estimator.seed("m", [9.0, math.nan, -1.0, 10.0, 11.0, 12.0, 13.0]) == 4
+    assert estimator.recent("m") == [10.0, 11.0, 12.0, 13.0]
+    assert estimator.plan("m", PollingPolicy(interval_scale=1.0)) is not None
+    # a model that learned something itself keeps it
+    estimator.record("n", 1.0)
+    assert estimator.seed("n", [50.0, 60.0, 70.0]) == 0
+    assert estimator.recent("n") == [1.0]
+    assert estimator.seed("*", [1.0, 2.0, 3.0]) == 0
+    assert estimator.seed("o", []) == 0 and estimator.recent("o") == []
+
+
 def test_estimator_is_thread_safe() -> None:
     estimator = DurationEstimator(min_samples=1, history=200)
 
