@@ -9,6 +9,7 @@ process, measured by :mod:`bench.measure`.
     python -m bench                    # N = 100 and 1,000, scale 10 (a quarter of an hour or so)
     python -m bench --quick            # N = 20 smoke run
     python -m bench --sizes 100 --contenders client,dagster --no-profile
+    python -m bench --sizes 1000 --task-duration 12 --contenders client,client-warm
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bench.limit import emulator_durations, latency_floor, limit_seconds
 from bench.measure import run_measured
 from bench.report import Row, added_latency, polls_summary, results_document, table
 from bench.workload import ContenderConfig, write_prompt_file
+from dagster_kie.duration_history import DURATIONS_KEY
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.emulator.config import EmulatorSettings
 from dagster_kie.local_s3 import LocalS3Server
@@ -44,7 +46,14 @@ CONTENDERS = {
     "kieclient": "dagster-kie AsyncKieClient",
     "client": "dagster-kie batch engine",
     "dagster": "dagster-kie Dagster",
+    "client-warm": "dagster-kie batch engine, warm",
+    "dagster-warm": "dagster-kie Dagster, warm",
 }
+WARM = "-warm"
+"""A contender named ``<name>-warm`` is ``<name>`` after an earlier, unmeasured run of one create
+window's worth of other requests into the same bucket (on an emulator with another seed): the
+task durations that run stored in S3 are what the measured run's polling starts from. Its other
+objects are deleted before the measured run, which counts and times only its own."""
 MODULES = {
     "naive": "bench.baseline_naive",
     "async": "bench.baseline_async",
@@ -155,6 +164,62 @@ class Bench:
             f"{row.images_stored} images).{timeline}\n\n{summary}"
         )
 
+    def earlier_run(self, name: str, bucket: str, folder: Path) -> None:
+        """Run ``name`` unmeasured on one create window of other requests into ``bucket``."""
+        settings = self.settings.replace(random_seed=(self.settings.random_seed or 0) + 1)
+        prompts, bodies = write_prompt_file(
+            folder / "prompts", settings.create_limit, self.args.image_size, first=10**6
+        )
+        # its own prompt file name: Dagster keeps a partition's requests under that name in S3
+        prompts = prompts.rename(prompts.with_name("earlier.jsonl"))
+        log = self.logs / f"{folder.parent.name}.earlier"
+        with EmulatorProcess(settings, log_path=log.with_suffix(".emulator.log")) as emulator:
+            config = self.config(emulator, bucket, prompts, bodies, folder / "result.json", name)
+            argv, extra_env = self.contender_argv(name, config, folder)
+            measured = run_measured(
+                argv,
+                env={**os.environ, **extra_env},
+                cwd=ROOT,
+                log_path=log.with_suffix(".log"),
+                timeout=self.args.contender_timeout,
+            )
+        if measured.returncode != 0:
+            raise RuntimeError(f"the earlier run of {name} failed; log {log.with_suffix('.log')}")
+        # only the durations carry over: the measured run's counts and timeline see its own objects
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                if not item["Key"].endswith(DURATIONS_KEY):
+                    self.s3.delete_object(Bucket=bucket, Key=item["Key"])
+
+    def config(
+        self,
+        emulator: EmulatorProcess,
+        bucket: str,
+        prompts: Path,
+        bodies: Path,
+        result: Path,
+        name: str,
+    ) -> ContenderConfig:
+        """What contender ``name`` needs to run against ``emulator`` into ``bucket``."""
+        settings = self.settings
+        return ContenderConfig(
+            base_url=emulator.base_url,
+            upload_base_url=emulator.upload_base_url,
+            api_key=emulator.api_key,
+            bucket=bucket,
+            prefix="kie/",
+            prompts_path=str(prompts),
+            bodies_path=str(bodies),
+            result_path=str(result),
+            create_limit=settings.create_limit,
+            create_window=settings.create_window,
+            queries_per_second=float(settings.query_limit) / settings.query_window,
+            poll_seconds=self.poll_seconds(name),
+            cap_seconds=self.args.naive_cap_seconds if name == "naive" else None,
+            concurrency=self.args.async_concurrency,
+            retry_sleep_seconds=self.args.async_retry_sleep,
+        )
+
     def timeline(
         self, name: str, bucket: str, folder: Path, spawned: float, ended: float
     ) -> list[str]:
@@ -168,13 +233,14 @@ class Bench:
                 create_window=self.settings.create_window,
             )
         ]
-        if name == "dagster":
+        if name.removesuffix(WARM) == "dagster":
             notes.append(timeline.dagster_phases(folder / "dagster_home", spawned, ended))
         return [note for note in notes if note]
 
     def contender_argv(
         self, name: str, config: ContenderConfig, folder: Path
     ) -> tuple[list[str], dict[str, str]]:
+        name = name.removesuffix(WARM)
         if name == "dagster":
             return contender_dagster.prepare(config, folder)
         path = config.write(folder / "config.json")
@@ -192,25 +258,11 @@ class Bench:
         durations = emulator_durations(settings, size)
         limit = limit_seconds(durations, settings.create_limit, settings.create_window)
         s3_pid = getattr(self.s3_server, "pid", None)
+        if name.endswith(WARM):
+            self.earlier_run(name, bucket, folder / "earlier")
         with EmulatorProcess(settings, log_path=self.logs / f"{tag}.emulator.log") as emulator:
             emulator.admin.reset()
-            config = ContenderConfig(
-                base_url=emulator.base_url,
-                upload_base_url=emulator.upload_base_url,
-                api_key=emulator.api_key,
-                bucket=bucket,
-                prefix="kie/",
-                prompts_path=str(prompts),
-                bodies_path=str(bodies),
-                result_path=str(folder / "result.json"),
-                create_limit=settings.create_limit,
-                create_window=settings.create_window,
-                queries_per_second=float(settings.query_limit) / settings.query_window,
-                poll_seconds=self.poll_seconds(name),
-                cap_seconds=self.args.naive_cap_seconds if name == "naive" else None,
-                concurrency=self.args.async_concurrency,
-                retry_sleep_seconds=self.args.async_retry_sleep,
-            )
+            config = self.config(emulator, bucket, prompts, bodies, folder / "result.json", name)
             argv, extra_env = self.contender_argv(name, config, folder)
             if profile_to is not None:
                 argv = profiling.py_spy_argv(profile_to, argv) or argv
@@ -266,7 +318,7 @@ class Bench:
             row.notes.append(f"exit code {measured.returncode}; log {self.logs / (tag + '.log')}")
         if result.get("failed"):
             row.notes.append(f"{result['failed']} requests failed")
-        if name in ("client", "dagster"):
+        if name.removesuffix(WARM) in ("client", "dagster"):
             row.notes += self.timeline(name, bucket, folder, spawned, ended)
         print(table([row]), flush=True)
         return row

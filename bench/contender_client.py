@@ -1,7 +1,7 @@
 """dagster-kie at client level: ``AsyncKieClient`` + ``BatchRunner`` into S3 (no Dagster).
 
-Images, manifests and the task ledger all go to S3, exactly as the assets do; the client's own
-rate limiter is set to the emulator's limits.
+Images, manifests, the task ledger and the recent task durations all go to S3, exactly as the
+assets do; the client's own rate limiter is set to the emulator's limits.
 
 Run: ``python -m bench.contender_client <config.json>``
 (see :class:`bench.workload.ContenderConfig`).
@@ -19,6 +19,7 @@ import boto3
 from bench.contender_kieclient import kie_client
 from bench.workload import ContenderConfig, run_contender
 from dagster_kie.batch import BatchRunner
+from dagster_kie.duration_history import DurationHistory
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.prompts import parse_prompt_file
 from dagster_kie.storage import ImageStore
@@ -36,6 +37,7 @@ async def run(config: ContenderConfig) -> dict[str, Any]:
             store=ImageStore(s3, config.bucket, prefix),
             ledger=TaskLedger(s3, config.bucket, prefix),
             on_progress=lambda line: print(line, flush=True),
+            durations=DurationHistory(s3, config.bucket, prefix),
         )
         report = await runner.run(batch.parsed)
     for failure in report.failures[:5]:

@@ -10,8 +10,12 @@ from typing import Any
 __all__ = ["Row", "added_latency", "markdown", "polls_summary", "table"]
 
 MB = 1024 * 1024
-CLIENT_LEVEL = ("dagster-kie AsyncKieClient", "dagster-kie batch engine")
-OURS = (*CLIENT_LEVEL, "dagster-kie Dagster")
+CLIENT_LEVEL = (
+    "dagster-kie AsyncKieClient",
+    "dagster-kie batch engine",
+    "dagster-kie batch engine, warm",
+)
+OURS = (*CLIENT_LEVEL, "dagster-kie Dagster", "dagster-kie Dagster, warm")
 
 
 @dataclass

@@ -40,10 +40,13 @@ def _record(index: int, image_size: str) -> dict[str, Any]:
     }
 
 
-def write_prompt_file(folder: Path, count: int, image_size: str) -> tuple[Path, Path]:
-    """Write ``bench.jsonl`` (for dagster-kie) and ``bodies.json`` (for the baselines)."""
+def write_prompt_file(
+    folder: Path, count: int, image_size: str, *, first: int = 0
+) -> tuple[Path, Path]:
+    """Write ``bench.jsonl`` (for dagster-kie) and ``bodies.json`` (for the baselines): requests
+    number ``first`` to ``first + count - 1``."""
     folder.mkdir(parents=True, exist_ok=True)
-    records = [_record(i, image_size) for i in range(count)]
+    records = [_record(i, image_size) for i in range(first, first + count)]
     prompts = folder / "bench.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     bodies = [
