@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "ImageStore": "dagster_kie.storage",
     "TaskLedger": "dagster_kie.ledger",
     "BatchRunner": "dagster_kie.batch",
+    "DurationHistory": "dagster_kie.duration_history",
     # Dagster layer
     "KieResource": "dagster_kie.resource",
     "KieAssets": "dagster_kie.assets",
@@ -44,6 +45,7 @@ __all__ = [
     "AsyncKieClient",
     "BatchRunner",
     "DownloadPolicy",
+    "DurationHistory",
     "ImageStore",
     "KieAssets",
     "KieClient",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from dagster_kie.client import AsyncKieClient, KieClient
     from dagster_kie.component import KieImageGeneration
     from dagster_kie.download import DownloadPolicy
+    from dagster_kie.duration_history import DurationHistory
     from dagster_kie.errors import KieError
     from dagster_kie.ledger import TaskLedger
     from dagster_kie.models import RemixImageRequest, TaskRecord, parse_remix_request, parse_request

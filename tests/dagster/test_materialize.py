@@ -106,3 +106,23 @@ def test_invalid_records_are_reported_and_the_rest_runs(project: Any, s3_bucket:
     assert "image_size" in requests_event.metadata["kie.invalid"].value
     assert project.emulator.admin.stats()["tasks_created"] == 1
     assert len(_images(project, s3)) == 1
+
+
+def test_the_next_run_starts_from_the_task_durations_the_last_one_stored(
+    project: Any, s3_bucket: Any
+) -> None:
+    s3, bucket = s3_bucket
+    assert project.materialize(project.write("first.jsonl", SAMPLE)).success
+    stored = json.loads(
+        s3.get_object(Bucket=bucket, Key="kie/_polling/durations.json")["Body"].read()
+    )
+    assert len(stored["models"]["ideogram/v3-text-to-image"]["seconds"]) == 3
+
+    result = project.materialize(project.write("second.txt", "a koi pond\na city at night\n"))
+
+    assert result.success
+    messages = [entry.user_message for entry in project.instance.all_logs(result.run_id)]
+    assert any(
+        "polling starts from task durations of earlier runs (ideogram/v3-text-to-image: 3)" in m
+        for m in messages
+    ), messages
