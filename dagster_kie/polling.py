@@ -14,7 +14,10 @@ one poll per task; wider ones spread three over the likely end times. A task sti
 learning starts switches to the learned plan if the plan still has polls ahead of it. A task
 that outlives most of its model's tasks (*overdue*, judged with :class:`WaitingTasks`: tasks
 still running count as not done) is polled from a share of the query budget instead, which is
-what ends a batch soon after its last task.
+what ends a batch soon after its last task. An estimator can also start from durations learned
+elsewhere (:meth:`DurationEstimator.seed`): the batch engine keeps each model's recent durations
+in S3 between runs (:mod:`dagster_kie.duration_history`), so a run's first tasks are polled on
+the learned plan too.
 
 ``KIE_POLL_INTERVAL_SCALE`` (a float, default 1) scales every interval, as replicate-python's
 ``REPLICATE_POLL_INTERVAL`` does; tests set it low. Learned completion times are not scaled: they
