@@ -249,9 +249,10 @@ class BatchRunner:
             submit_only: Stop after each task exists (for materializing only the tasks asset).
         """
         started = time.monotonic()
-        models = sorted({item.request.model for item in requests})
         try:
             await self._read_state(requests)
+            # only requests not already stored will wait for a task
+            models = sorted({r.request.model for r in requests if r.request_id in self._entries})
             loaded = await self._seed_durations(models)
             total = len(requests)
             progress = asyncio.create_task(self._report_progress(total))

@@ -96,8 +96,11 @@ class DurationHistory:
         Returns:
             The stored durations of every model (what :meth:`save` compares against).
         """
+        models = list(dict.fromkeys(models))
+        if not models:
+            return {}
         loaded = self.load()
-        for model in dict.fromkeys(models):
+        for model in models:
             if model in loaded:
                 estimator.seed(model, loaded[model])
         return loaded

@@ -126,3 +126,10 @@ def test_the_next_run_starts_from_the_task_durations_the_last_one_stored(
         "polling starts from task durations of earlier runs (ideogram/v3-text-to-image: 3)" in m
         for m in messages
     ), messages
+
+    # a run with nothing left to wait for does not read them
+    again = project.materialize("first.jsonl")
+    assert again.success
+    assert not any(
+        "polling starts" in entry.user_message for entry in project.instance.all_logs(again.run_id)
+    )
