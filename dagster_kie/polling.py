@@ -274,12 +274,11 @@ class DurationEstimator:
     def seed(self, model: str, durations: Sequence[float]) -> int:
         """Start ``model`` from durations learned elsewhere (say, by an earlier run), unless it
         already has some of its own; returns how many were taken."""
-        usable = [d for d in durations if math.isfinite(d) and d >= 0][-self.history :]
-        if not usable or model == ANY_MODEL or self.recent(model):
+        if model == ANY_MODEL or self.recent(model):
             return 0
-        for seconds in usable:
+        for seconds in durations:
             self.record(model, seconds)
-        return len(usable)
+        return len(self.recent(model))
 
     def _key(self, model: str | None) -> str | None:
         key = model or ANY_MODEL
