@@ -233,14 +233,13 @@ class Bench:
                 create_window=self.settings.create_window,
             )
         ]
-        if name.removesuffix(WARM) == "dagster":
+        if name == "dagster":
             notes.append(timeline.dagster_phases(folder / "dagster_home", spawned, ended))
         return [note for note in notes if note]
 
     def contender_argv(
         self, name: str, config: ContenderConfig, folder: Path
     ) -> tuple[list[str], dict[str, str]]:
-        name = name.removesuffix(WARM)
         if name == "dagster":
             return contender_dagster.prepare(config, folder)
         path = config.write(folder / "config.json")
@@ -258,12 +257,14 @@ class Bench:
         durations = emulator_durations(settings, size)
         limit = limit_seconds(durations, settings.create_limit, settings.create_window)
         s3_pid = getattr(self.s3_server, "pid", None)
-        if name.endswith(WARM):
-            self.earlier_run(name, bucket, folder / "earlier")
+        # what runs: a warm contender is its plain one, run after an earlier run
+        program = name.removesuffix(WARM)
+        if program != name:
+            self.earlier_run(program, bucket, folder / "earlier")
         with EmulatorProcess(settings, log_path=self.logs / f"{tag}.emulator.log") as emulator:
             emulator.admin.reset()
-            config = self.config(emulator, bucket, prompts, bodies, folder / "result.json", name)
-            argv, extra_env = self.contender_argv(name, config, folder)
+            config = self.config(emulator, bucket, prompts, bodies, folder / "result.json", program)
+            argv, extra_env = self.contender_argv(program, config, folder)
             if profile_to is not None:
                 argv = profiling.py_spy_argv(profile_to, argv) or argv
             print(
@@ -318,8 +319,8 @@ class Bench:
             row.notes.append(f"exit code {measured.returncode}; log {self.logs / (tag + '.log')}")
         if result.get("failed"):
             row.notes.append(f"{result['failed']} requests failed")
-        if name.removesuffix(WARM) in ("client", "dagster"):
-            row.notes += self.timeline(name, bucket, folder, spawned, ended)
+        if program in ("client", "dagster"):
+            row.notes += self.timeline(program, bucket, folder, spawned, ended)
         print(table([row]), flush=True)
         return row
 
