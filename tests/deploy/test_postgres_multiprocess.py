@@ -11,6 +11,7 @@ Postgres) keeps their ``kie`` steps apart. Nothing is shared between steps but S
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import json
@@ -33,7 +34,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from dagster_kie._process import ServerProcess, free_port
+from dagster_kie._process import ServerProcess, ServerStartError, free_port
 from dagster_kie.emulator import EmulatorProcess
 
 pytestmark = pytest.mark.integration
@@ -193,19 +194,27 @@ def postgres() -> Iterator[Postgres]:
             capture_output=True,
             cwd=base,
         )  # fmt: skip
-        port = free_port()
-        server = ServerProcess(
-            [
-                *prefix, str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets),
-                "-h", "127.0.0.1", "-p", str(port),
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            ],
-            name="postgres",
-            ready_probe=lambda: _accepts_connections(port),
-            cwd=base,
-            start_timeout=60,
-        )  # fmt: skip
-        server.start()
+        # The port can be taken between choosing and binding it: try a fresh one then.
+        for attempt in range(3):
+            port = free_port()
+            server = ServerProcess(
+                [
+                    *prefix, str(bin_dir / "postgres"), "-D", str(data), "-k", str(sockets),
+                    "-h", "127.0.0.1", "-p", str(port),
+                    "-c", "fsync=off", "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off",
+                ],
+                name="postgres",
+                ready_probe=functools.partial(_accepts_connections, port),
+                cwd=base,
+                start_timeout=60,
+            )  # fmt: skip
+            try:
+                server.start()
+                break
+            except ServerStartError as error:
+                if attempt == 2 or "already in use" not in str(error):
+                    raise
         connection = psycopg2.connect(
             host="127.0.0.1", port=port, user=DB_USER, password=DB_PASSWORD, dbname="postgres"
         )

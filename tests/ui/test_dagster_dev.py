@@ -181,11 +181,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
+class _PortTaken(RuntimeError):
+    """The webserver's port was taken between choosing it and binding it."""
+
+
 def _wait_until_ready(dev: DagsterDev, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"dagster dev exited with {process.returncode}\n{dev.log_tail()}")
+        if "address already in use" in dev.log_tail():
+            raise _PortTaken(dev.log_tail())
         try:
             if httpx.get(f"{dev.url}/server_info", timeout=2).status_code == 200:
                 break
@@ -210,26 +216,17 @@ def _wait_until_ready(dev: DagsterDev, process: subprocess.Popen[bytes]) -> None
     raise RuntimeError(f"the code location did not load\n{dev.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    """Local stack + ``dagster dev`` on a free port, stopped by PID at the end."""
-    base = tmp_path_factory.mktemp("dagster-dev")
-    home, prompts = base / "dagster_home", base / "prompts"
-    home.mkdir()
-    prompts.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    port = free_port()
-    with local_stack(bucket="kie-ui-test", data_dir=base / "s3", task_duration=0.5) as stack:
-        env = {**os.environ, **stack.env()}
-        for name in ("KIE_CALLBACK_URL", "DAGSTER_CLOUD_DEPLOYMENT_NAME"):
-            env.pop(name, None)
-        env.update(
-            DAGSTER_HOME=str(home),
-            KIE_PROMPTS_DIR=str(prompts),
-            KIE_S3_PREFIX="kie",
-            KIE_POLL_INTERVAL_SCALE="0.1",
-        )
-        log_path = base / "dagster-dev.log"
+def _start_dagster_dev(
+    stack: LocalStack, env: dict[str, str], prompts: Path, log_path: Path
+) -> tuple[DagsterDev, subprocess.Popen[bytes]]:
+    """``dagster dev`` on a free port, ready to answer; a fresh port if the chosen one was taken.
+
+    The webserver binds its port seconds after the port is chosen (the daemon and the code server
+    start first); meanwhile any outbound connection on the machine may be given that port.
+    """
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    for attempt in range(3):
+        port = free_port()
         dev = DagsterDev(
             url=f"http://127.0.0.1:{port}",
             stack=stack,
@@ -237,7 +234,6 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
             log_path=log_path,
             s3=stack.s3.client(),
         )
-        dagster = str(Path(sys.executable).with_name("dagster"))
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
@@ -253,6 +249,37 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
             )
         try:
             _wait_until_ready(dev, process)
+            return dev, process
+        except _PortTaken:
+            _stop(process)
+            if attempt == 2:
+                raise
+        except BaseException:
+            _stop(process)
+            raise
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    """Local stack + ``dagster dev`` on a free port, stopped by PID at the end."""
+    base = tmp_path_factory.mktemp("dagster-dev")
+    home, prompts = base / "dagster_home", base / "prompts"
+    home.mkdir()
+    prompts.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    with local_stack(bucket="kie-ui-test", data_dir=base / "s3", task_duration=0.5) as stack:
+        env = {**os.environ, **stack.env()}
+        for name in ("KIE_CALLBACK_URL", "DAGSTER_CLOUD_DEPLOYMENT_NAME"):
+            env.pop(name, None)
+        env.update(
+            DAGSTER_HOME=str(home),
+            KIE_PROMPTS_DIR=str(prompts),
+            KIE_S3_PREFIX="kie",
+            KIE_POLL_INTERVAL_SCALE="0.1",
+        )
+        dev, process = _start_dagster_dev(stack, env, prompts, base / "dagster-dev.log")
+        try:
             yield dev
         finally:
             _stop(process)
