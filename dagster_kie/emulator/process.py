@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._process import ServerProcess, package_env, ready_json
+from ..download import DownloadPolicy
 from .config import READY_MARKER, EmulatorSettings
 from .faults import format_fault_arg
 
@@ -182,3 +183,23 @@ class EmulatorProcess(ServerProcess):
     def admin(self) -> EmulatorAdmin:
         """Admin API helpers (faults, reset, stats)."""
         return EmulatorAdmin(self.base_url)
+
+    def client_options(self, **options: Any) -> dict[str, Any]:
+        """Keyword arguments that point a :class:`~dagster_kie.KieClient` or
+        :class:`~dagster_kie.AsyncKieClient` at this emulator.
+
+        Its API key and URLs, and result downloads from loopback allowed (clients refuse private
+        addresses unless told). ``options`` are added and win.
+
+        Example::
+
+            async with AsyncKieClient(**emu.client_options(max_retries=2)) as client:
+                record = await client.generate(request)
+        """
+        return {
+            "api_key": self.api_key,
+            "base_url": self.base_url,
+            "upload_base_url": self.upload_base_url,
+            "download_policy": DownloadPolicy(allow_private_addresses=True),
+            **options,
+        }

@@ -20,7 +20,6 @@ import pytest
 
 from dagster_kie.batch import BatchReport, BatchRunner
 from dagster_kie.client import AsyncKieClient, KieClient
-from dagster_kie.download import DownloadPolicy
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.local_s3 import LocalS3Server
@@ -71,12 +70,7 @@ class Rig:
 
     def run_batch(self, *items: ParsedRequest) -> BatchReport:
         async def go() -> BatchReport:
-            async with AsyncKieClient(
-                self.emulator.api_key,
-                base_url=self.emulator.base_url,
-                upload_base_url=self.emulator.upload_base_url,
-                download_policy=DownloadPolicy(allow_private_addresses=True),
-            ) as kie:
+            async with AsyncKieClient(**self.emulator.client_options()) as kie:
                 runner = BatchRunner(client=kie, store=ImageStore(self.client, self.bucket, PREFIX),
                                      ledger=self.ledger, on_progress=lambda line: None)  # fmt: skip
                 return await runner.run(list(items))

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from dagster_kie.download import DownloadPolicy
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.polling import PollingPolicy
 
@@ -84,14 +83,8 @@ def emu(emulator: EmulatorProcess) -> EmulatorProcess:
 
 
 def live_options(emu: EmulatorProcess, **options: Any) -> dict[str, Any]:
-    """Client options for an emulator: its URLs, loopback downloads, fast retries."""
-    return {
-        "base_url": emu.base_url,
-        "upload_base_url": emu.upload_base_url,
-        "download_policy": DownloadPolicy(allow_private_addresses=True),
-        "retry_backoff_s": (0.05, 0.5),
-        **options,
-    }
+    """Client options for an emulator (its key, URLs, loopback downloads) with fast retries."""
+    return emu.client_options(retry_backoff_s=(0.05, 0.5), **options)
 
 
 @pytest.fixture
@@ -101,7 +94,7 @@ def make_live(mode: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[.
     made: list[Api] = []
 
     def make(emu: EmulatorProcess, **options: Any) -> Api:
-        api = Api(mode, emu.api_key, **live_options(emu, **options))
+        api = Api(mode, **live_options(emu, **options))
         made.append(api)
         return api
 

@@ -256,7 +256,7 @@ def test_wrong_key_is_authentication_error(make_live: Callable[..., Api],
                                            emu: EmulatorProcess) -> None:  # fmt: skip
     from dagster_kie.errors import AuthenticationError
 
-    api = Api("sync", "not-the-key", **live_options(emu))
+    api = Api("sync", **live_options(emu, api_key="not-the-key"))
     try:
         with pytest.raises(AuthenticationError):
             api.get_credits()
@@ -272,7 +272,7 @@ def test_a_burst_goes_out_at_the_allowed_pace_without_429() -> None:
     with EmulatorProcess(**{**EMULATOR_SETTINGS, **limits}) as emu:
 
         async def burst() -> int:
-            async with AsyncKieClient(emu.api_key, **live_options(
+            async with AsyncKieClient(**live_options(
                 emu, rate_limits=RateLimits(create_per_window=5, create_window_s=1.0,
                                             queries_per_second=5.0))) as client:  # fmt: skip
                 requests = [{**FOX, "input": {"prompt": f"fox {i}"}} for i in range(20)]
@@ -294,7 +294,7 @@ def test_a_burst_with_spread_durations_keeps_the_poll_budget_and_ends_promptly()
     with EmulatorProcess(**{**EMULATOR_SETTINGS, **settings}) as emu:
 
         async def burst() -> list[bool]:
-            async with AsyncKieClient(emu.api_key, **live_options(
+            async with AsyncKieClient(**live_options(
                 emu, rate_limits=RateLimits(create_per_window=100, queries_per_second=400.0),
                 polling=PollingPolicy(interval_scale=0.25))) as client:  # fmt: skip
                 requests = [{**FOX, "input": {"prompt": f"fox {i}"}} for i in range(60)]

@@ -74,7 +74,7 @@ def kie_env(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> dict[
 
 
 def test_the_readme_has_the_snippets_this_test_runs() -> None:
-    assert len(blocks("python")) == 3
+    assert len(blocks("python")) == 4
     assert len(blocks("json")) == 2
     assert len(blocks("yaml")) == 1
     assert "./dev demo" in shell_lines() and "./dev test" in shell_lines()
@@ -107,6 +107,14 @@ def test_graph_snippet_builds_definitions(kie_env: dict[str, str]) -> None:
 def test_client_snippet_runs(kie_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(blocks("python")[2], "README.md", "exec", dont_inherit=True), {})
     assert capsys.readouterr().out.startswith("success ['http://127.0.0.1")
+
+
+def test_emulator_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No KIE_* variables: the snippet's client must get everything from the emulator.
+    for name in [name for name in os.environ if name.startswith("KIE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KIE_POLL_INTERVAL_SCALE", "0.1")
+    exec(compile(blocks("python")[3], "README.md", "exec", dont_inherit=True), {})
 
 
 def test_prompt_records_are_valid() -> None:

@@ -17,7 +17,6 @@ import pytest
 
 from dagster_kie.batch import BatchReport, BatchRunner
 from dagster_kie.client import AsyncKieClient
-from dagster_kie.download import DownloadPolicy
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.local_s3 import LocalS3Server
@@ -91,15 +90,8 @@ def run_batch(
     """Run ``requests`` through a BatchRunner on ``counter``'s client; ``prepare`` runs first."""
 
     async def go() -> BatchReport:
-        async with AsyncKieClient(
-            emulator.api_key,
-            base_url=emulator.base_url,
-            upload_base_url=emulator.upload_base_url,
-            rate_limits=RateLimits(
-                create_per_window=2000, create_window_s=1.0, queries_per_second=2000
-            ),
-            download_policy=DownloadPolicy(allow_private_addresses=True),
-        ) as client:
+        limits = RateLimits(create_per_window=2000, create_window_s=1.0, queries_per_second=2000)
+        async with AsyncKieClient(**emulator.client_options(rate_limits=limits)) as client:
             create_task = client.create_task
 
             async def counted_create(*args: Any, **kwargs: Any) -> Any:

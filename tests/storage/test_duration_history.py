@@ -16,7 +16,6 @@ import pytest
 
 from dagster_kie.batch import BatchReport, BatchRunner
 from dagster_kie.client import AsyncKieClient
-from dagster_kie.download import DownloadPolicy
 from dagster_kie.duration_history import DURATIONS_KEY, DurationHistory
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.ledger import TaskLedger
@@ -128,15 +127,8 @@ def run_batch(
     requests = list(parse_prompt_file("batch.txt", text.encode()).parsed)
 
     async def go() -> tuple[BatchReport, list[int]]:
-        async with AsyncKieClient(
-            emulator.api_key,
-            base_url=emulator.base_url,
-            upload_base_url=emulator.upload_base_url,
-            rate_limits=RateLimits(
-                create_per_window=1000, create_window_s=1.0, queries_per_second=1000
-            ),
-            download_policy=DownloadPolicy(allow_private_addresses=True),
-        ) as client:
+        limits = RateLimits(create_per_window=1000, create_window_s=1.0, queries_per_second=1000)
+        async with AsyncKieClient(**emulator.client_options(rate_limits=limits)) as client:
             runner = BatchRunner(
                 client=client,
                 store=ImageStore(s3, bucket, PREFIX),
