@@ -21,6 +21,7 @@ import shlex
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from bench.limit import emulator_durations, latency_floor, limit_seconds
 from bench.measure import run_measured
 from bench.report import Row, added_latency, polls_summary, results_document, table
 from bench.workload import ContenderConfig, write_prompt_file
+from dagster_kie.callbacks import CallbackReceiverProcess
 from dagster_kie.duration_history import DURATIONS_KEY
 from dagster_kie.emulator import EmulatorProcess
 from dagster_kie.emulator.config import EmulatorSettings
@@ -48,12 +50,19 @@ CONTENDERS = {
     "dagster": "dagster-kie Dagster",
     "client-warm": "dagster-kie batch engine, warm",
     "dagster-warm": "dagster-kie Dagster, warm",
+    "client-callbacks": "dagster-kie batch engine, callbacks",
+    "dagster-callbacks": "dagster-kie Dagster, callbacks",
 }
 WARM = "-warm"
 """A contender named ``<name>-warm`` is ``<name>`` after an earlier, unmeasured run of one create
 window's worth of other requests into the same bucket (on an emulator with another seed): the
 task durations that run stored in S3 are what the measured run's polling starts from. Its other
 objects are deleted before the measured run, which counts and times only its own."""
+CALLBACKS = "-callbacks"
+"""A contender named ``<name>-callbacks`` is ``<name>`` with callbacks on: the emulator signs and
+sends a callback when each task ends, a callback receiver process stores them in the bucket, and
+the run reads task ends from there (polling kie.ai only as a fallback)."""
+WEBHOOK_HMAC_KEY = "bench-webhook-hmac-key"
 MODULES = {
     "naive": "bench.baseline_naive",
     "async": "bench.baseline_async",
@@ -199,6 +208,7 @@ class Bench:
         bodies: Path,
         result: Path,
         name: str,
+        callback_url: str | None = None,
     ) -> ContenderConfig:
         """What contender ``name`` needs to run against ``emulator`` into ``bucket``."""
         settings = self.settings
@@ -218,15 +228,20 @@ class Bench:
             cap_seconds=self.args.naive_cap_seconds if name == "naive" else None,
             concurrency=self.args.async_concurrency,
             retry_sleep_seconds=self.args.async_retry_sleep,
+            callback_url=callback_url,
         )
 
     def timeline(
-        self, name: str, bucket: str, folder: Path, spawned: float, ended: float
+        self,
+        name: str,
+        manifests: list[dict[str, Any]],
+        folder: Path,
+        spawned: float,
+        ended: float,
     ) -> list[str]:
         notes = [
             timeline.manifest_timeline(
-                self.s3,
-                bucket,
+                manifests,
                 spawned,
                 ended,
                 create_limit=self.settings.create_limit,
@@ -258,12 +273,39 @@ class Bench:
         limit = limit_seconds(durations, settings.create_limit, settings.create_window)
         s3_pid = getattr(self.s3_server, "pid", None)
         # what runs: a warm contender is its plain one, run after an earlier run
-        program = name.removesuffix(WARM)
-        if program != name:
+        program = name.removesuffix(WARM).removesuffix(CALLBACKS)
+        callbacks = name.endswith(CALLBACKS)
+        if name.endswith(WARM):
             self.earlier_run(program, bucket, folder / "earlier")
-        with EmulatorProcess(settings, log_path=self.logs / f"{tag}.emulator.log") as emulator:
+        if callbacks:
+            settings = settings.replace(webhook_hmac_key=WEBHOOK_HMAC_KEY)
+        with ExitStack() as running:
+            emulator = running.enter_context(
+                EmulatorProcess(settings, log_path=self.logs / f"{tag}.emulator.log")
+            )
             emulator.admin.reset()
-            config = self.config(emulator, bucket, prompts, bodies, folder / "result.json", program)
+            receiver = (
+                running.enter_context(
+                    CallbackReceiverProcess(
+                        bucket=bucket,
+                        prefix="kie",
+                        hmac_key=WEBHOOK_HMAC_KEY,
+                        env=self.s3_server.env(),
+                        log_path=self.logs / f"{tag}.receiver.log",
+                    )
+                )
+                if callbacks
+                else None
+            )
+            config = self.config(
+                emulator,
+                bucket,
+                prompts,
+                bodies,
+                folder / "result.json",
+                program,
+                callback_url=receiver.url if receiver else None,
+            )
             argv, extra_env = self.contender_argv(program, config, folder)
             if profile_to is not None:
                 argv = profiling.py_spy_argv(profile_to, argv) or argv
@@ -288,6 +330,10 @@ class Bench:
         result_path = Path(config.result_path)
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
         images = count_images(self.s3, bucket)
+        # the batch engine and the assets leave a manifest per image, with its times
+        manifests = (
+            timeline.load_manifests(self.s3, bucket) if program in ("client", "dagster") else []
+        )
         median, mean = polls_summary(stats)
         row = Row(
             size=size,
@@ -301,7 +347,10 @@ class Bench:
             rate_limited=int(stats.get("rate_limited", {}).get("total", 0)),
             polls_median=median,
             polls_mean=mean,
-            added_latency=added_latency(stats, tasks),
+            # with callbacks, polls are a fallback: their lags do not measure how soon a run knew
+            added_latency=timeline.stored_latency(manifests)
+            if callbacks
+            else added_latency(stats, tasks),
             cpu_s=measured.cpu_seconds,
             peak_rss=measured.peak_rss_bytes,
             returncode=measured.returncode,
@@ -314,13 +363,14 @@ class Bench:
             latency_floor=latency_floor(
                 durations, settings.create_limit, config.queries_per_second
             ),
+            callbacks=callbacks,
         )
         if measured.returncode != 0:
             row.notes.append(f"exit code {measured.returncode}; log {self.logs / (tag + '.log')}")
         if result.get("failed"):
             row.notes.append(f"{result['failed']} requests failed")
-        if program in ("client", "dagster"):
-            row.notes += self.timeline(program, bucket, folder, spawned, ended)
+        if manifests:
+            row.notes += self.timeline(program, manifests, folder, spawned, ended)
         print(table([row]), flush=True)
         return row
 

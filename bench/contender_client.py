@@ -1,7 +1,9 @@
 """dagster-kie at client level: ``AsyncKieClient`` + ``BatchRunner`` into S3 (no Dagster).
 
 Images, manifests, the task ledger and the recent task durations all go to S3, exactly as the
-assets do; the client's own rate limiter is set to the emulator's limits.
+assets do; the client's own rate limiter is set to the emulator's limits. With a callback URL in
+the config, tasks are sent with it and their ends are read from the callbacks in S3, as the assets
+do when ``KIE_CALLBACK_URL`` is set.
 
 Run: ``python -m bench.contender_client <config.json>``
 (see :class:`bench.workload.ContenderConfig`).
@@ -19,6 +21,7 @@ import boto3
 from bench.contender_kieclient import kie_client
 from bench.workload import ContenderConfig, run_contender
 from dagster_kie.batch import BatchRunner
+from dagster_kie.callbacks import CallbackInbox
 from dagster_kie.duration_history import DurationHistory
 from dagster_kie.ledger import TaskLedger
 from dagster_kie.prompts import parse_prompt_file
@@ -38,6 +41,8 @@ async def run(config: ContenderConfig) -> dict[str, Any]:
             ledger=TaskLedger(s3, config.bucket, prefix),
             on_progress=lambda line: print(line, flush=True),
             durations=DurationHistory(s3, config.bucket, prefix),
+            inbox=CallbackInbox(s3, config.bucket, prefix) if config.callback_url else None,
+            callback_url=config.callback_url,
         )
         report = await runner.run(batch.parsed)
     for failure in report.failures[:5]:

@@ -47,6 +47,8 @@ def prepare(config: ContenderConfig, workdir: Path) -> tuple[list[str], dict[str
         "KIE_CREATE_WINDOW_SECONDS": repr(float(config.create_window)),
         "KIE_QUERIES_PER_SECOND": repr(float(config.queries_per_second)),
     }
+    # empty: polling, whatever the benchmark's own environment says
+    env["KIE_CALLBACK_URL"] = config.callback_url or ""
     _register_partition(home, prompts.name)
     dagster = str(Path(sys.executable).with_name("dagster"))
     argv = [

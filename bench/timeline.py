@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dagster_phases", "manifest_timeline"]
+__all__ = ["dagster_phases", "load_manifests", "manifest_timeline", "stored_latency"]
 
 
 def _epoch(text: str | None) -> float | None:
@@ -29,35 +29,57 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def manifest_timeline(
-    s3: Any, bucket: str, spawned: float, ended: float, *, create_limit: int, create_window: float
-) -> str | None:
-    """One line on submission pacing and end→stored lag, or ``None`` without manifests."""
+def load_manifests(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """Every image manifest in ``bucket``."""
     keys = [
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
         for o in page.get("Contents", [])
         if o["Key"].endswith("/manifest.json")
     ]
-    if not keys:
-        return None
 
     def load(key: str) -> dict[str, Any]:
         return dict(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
     with ThreadPoolExecutor(16) as pool:
-        manifests = list(pool.map(load, keys))
-    created = [t for m in manifests if (t := _epoch(m.get("created_at"))) is not None]
-    lags = [
-        s - c
+        return list(pool.map(load, keys))
+
+
+def _ended_and_stored(manifests: list[dict[str, Any]]) -> list[tuple[float, float, float]]:
+    """``(created, completed, stored)`` of every manifest that has all three."""
+    return [
+        (c, e, s)
         for m in manifests
-        if (c := _epoch(m.get("completed_at"))) is not None
+        if (c := _epoch(m.get("created_at"))) is not None
+        and (e := _epoch(m.get("completed_at"))) is not None
         and (s := _epoch(m.get("stored_at"))) is not None
     ]
-    completed = [t for m in manifests if (t := _epoch(m.get("completed_at"))) is not None]
-    stored = [t for m in manifests if (t := _epoch(m.get("stored_at"))) is not None]
-    if not (created and lags):
+
+
+def stored_latency(manifests: list[dict[str, Any]]) -> float | None:
+    """Σ (image stored − task end) / Σ task durations: an upper bound of the added latency that
+    also holds when nothing polled (callbacks), since it includes download and upload."""
+    times = _ended_and_stored(manifests)
+    total = sum(end - created for created, end, _ in times)
+    return sum(stored - end for _, end, stored in times) / total if total > 0 else None
+
+
+def manifest_timeline(
+    manifests: list[dict[str, Any]],
+    spawned: float,
+    ended: float,
+    *,
+    create_limit: int,
+    create_window: float,
+) -> str | None:
+    """One line on submission pacing and end→stored lag, or ``None`` without manifests."""
+    times = _ended_and_stored(manifests)
+    if not times:
         return None
+    created = [c for c, _, _ in times]
+    completed = [e for _, e, _ in times]
+    stored = [s for _, _, s in times]
+    lags = [s - e for _, e, s in times]
     ideal_span = (len(created) - 1) // create_limit * create_window
     return (
         f"timeline (s after spawn): first createTask +{min(created) - spawned:.1f}, last "

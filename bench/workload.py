@@ -80,6 +80,8 @@ class ContenderConfig:
     cap_seconds: float | None = None
     concurrency: int = 50
     retry_sleep_seconds: float = 1.0
+    callback_url: str | None = None
+    """dagster-kie contenders: the callback receiver's URL (callbacks on) or ``None`` (polling)."""
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")

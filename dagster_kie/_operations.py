@@ -344,10 +344,10 @@ class KieCore:
         schedule = self.polling.schedule_for(self.estimator, model)
         now = started - origin
         # A task we did not see created may have finished long ago: look at once.
-        next_check = schedule.next_poll_at(now) if origin_known else now
         if external is None:
-            next_poll = next_check
+            next_poll = next_check = schedule.next_poll_at(now) if origin_known else now
         else:
+            next_check = now + schedule.external_check_interval() if origin_known else now
             next_poll = max(schedule.first_fallback_at(), now) if origin_known else now
         limit = deadline - origin
         polls = checks = 0
@@ -369,7 +369,8 @@ class KieCore:
                 if external is not None and (now >= next_check - _EPSILON or final):
                     checks += 1
                     record = yield from self._check_external(external, task_id)
-                    next_check = schedule.next_poll_at(now)
+                    now = self.clock() - origin
+                    next_check = now + schedule.external_check_interval()
                 if (record is None or not record.is_terminal) and (
                     external is None or now >= next_poll - _EPSILON or final
                 ):

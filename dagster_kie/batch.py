@@ -386,7 +386,7 @@ class BatchRunner:
             return
 
         waited = time.monotonic()
-        external = self._inbox.aget if self._inbox is not None else None
+        external = self._inbox.aget_next if self._inbox is not None else None
         try:
             record = await self._client.wait(task_id, model=request.model, external=external)
         except GenerationFailedError as error:

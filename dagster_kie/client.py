@@ -420,9 +420,10 @@ class KieClient(_ClientBase):
             model: The task's model, for learned poll times (known for tasks this client made).
             submitted_at: When the task was created (Unix seconds or datetime), if not by this
                 client.
-            external: ``external(task_id) -> TaskRecord | None``, consulted before each kie.ai
-                poll (e.g. callback payloads stored in S3); kie.ai polls then become a sparse
-                fallback.
+            external: ``external(task_id) -> TaskRecord | None``, consulted every
+                ``PollingPolicy.external_check_interval_s`` (e.g. callback payloads in S3,
+                :meth:`~dagster_kie.callbacks.CallbackInbox.get`); kie.ai polls then become a
+                sparse fallback.
 
         Returns:
             The record of the successful task.

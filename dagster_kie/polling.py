@@ -470,6 +470,9 @@ class PollingPolicy:
         external_fallback_factor: With an ``external`` source (callbacks), the first kie.ai
             poll comes only after the expected duration times this factor ...
         external_fallback_min_s: ... and not before this many seconds.
+        external_check_interval_s: With an ``external`` source, seconds between two looks at it.
+            Looks are cheap (a callback inbox answers from one shared LIST), so a finished task
+            is seen soon after its callback lands.
         interval_scale: Multiplies every interval; ``None`` reads ``KIE_POLL_INTERVAL_SCALE``
             (default 1) when a schedule is made.
     """
@@ -497,6 +500,7 @@ class PollingPolicy:
     overdue_query_share: float = 0.5
     external_fallback_factor: float = 2.0
     external_fallback_min_s: float = 60.0
+    external_check_interval_s: float = 0.25
     interval_scale: float | None = None
 
     def __post_init__(self) -> None:
@@ -516,6 +520,11 @@ class PollingPolicy:
             raise ValueError(f"tail_ratios must be positive numbers, got {self.tail_ratios!r}")
         if self.min_interval_s <= 0 or self.target_added_latency <= 0:
             raise ValueError("min_interval_s and target_added_latency must be positive")
+        if self.external_check_interval_s <= 0:
+            raise ValueError(
+                "external_check_interval_s must be positive, "
+                f"got {self.external_check_interval_s!r}"
+            )
         if not 1 <= self.poll_budget <= self.mean_poll_budget:
             raise ValueError(
                 "need 1 <= poll_budget <= mean_poll_budget, got "
@@ -669,6 +678,10 @@ class PollSchedule:
         if self.estimate is None:
             return floor
         return max(self.estimate.p50 * self.policy.external_fallback_factor, floor)
+
+    def external_check_interval(self) -> float:
+        """With an external source, seconds between two looks at it."""
+        return self.policy.external_check_interval_s * self.scale
 
     def fallback_interval(self, elapsed: float) -> float:
         """With an external source, seconds between two kie.ai fallback polls."""

@@ -58,7 +58,9 @@ class CallbackInbox:
         client: A boto3 S3 client (thread-safe; calls run in threads from async code).
         bucket: The bucket.
         prefix: Key prefix (the same one the image store and the ledger use).
-        min_refresh_interval_s: Smallest gap between two LISTs started by :meth:`aget`.
+        min_refresh_interval_s: Smallest gap between two LISTs started by :meth:`aget` and
+            :meth:`aget_next` (on AWS, 0.5 s is about 7,200 LIST requests per hour of
+            waiting, under 4 US cents).
         executor: Where blocking S3 calls of :meth:`aget` run (default: the loop's default
             executor, as with :func:`asyncio.to_thread`).
         page_size: Keys per LIST page (S3's maximum is 1,000).
@@ -70,7 +72,7 @@ class CallbackInbox:
         bucket: str,
         prefix: str = "kie",
         *,
-        min_refresh_interval_s: float = 1.0,
+        min_refresh_interval_s: float = 0.5,
         executor: concurrent.futures.Executor | None = None,
         page_size: int = 1000,
     ) -> None:
@@ -194,29 +196,47 @@ class CallbackInbox:
         this instance (they share one LIST in flight), and GETs the object only when that listing
         shows it arrived. Blocking S3 calls run in a thread.
         """
+        return await self._aget(task_id, wait_until_due=False)
+
+    async def aget_next(self, task_id: str) -> TaskRecord | None:
+        """Like :meth:`aget`, but a task not seen yet is looked for in the next LIST.
+
+        Waits for the next shared LIST (at most ``min_refresh_interval_s`` away) instead of
+        answering from the last one, so a waiter learns of its callback as soon as a LIST shows
+        it, without looking every few milliseconds. The batch engine waits with this.
+        """
+        return await self._aget(task_id, wait_until_due=True)
+
+    async def _aget(self, task_id: str, *, wait_until_due: bool) -> TaskRecord | None:
         validate_task_id(task_id)
-        await self._refresh_if_due()
         if not self.arrived(task_id):
-            return None
+            await self._refresh(wait_until_due=wait_until_due)
+            if not self.arrived(task_id):
+                return None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.get, task_id)
 
-    async def _refresh_if_due(self) -> None:
-        with self._lock:
-            future = self._inflight
-            if future is None:
-                due = (
-                    self._last_refresh is None
-                    or time.monotonic() - self._last_refresh >= self.min_refresh_interval_s
-                )
-                if not due:
-                    return
-                future = concurrent.futures.Future()
-                self._inflight = future
-                self._last_refresh = time.monotonic()
-                start = True
-            else:
+    async def _refresh(self, *, wait_until_due: bool) -> None:
+        """Join the LIST in flight, or start one if due; if not due, return at once or (with
+        ``wait_until_due``) sleep until it is."""
+        while True:
+            with self._lock:
+                future = self._inflight
                 start = False
+                if future is None:
+                    last = self._last_refresh
+                    now = time.monotonic()
+                    wait = 0.0 if last is None else last + self.min_refresh_interval_s - now
+                    if wait <= 0.0:
+                        future = concurrent.futures.Future()
+                        self._inflight = future
+                        self._last_refresh = time.monotonic()
+                        start = True
+            if future is not None:
+                break
+            if not wait_until_due:
+                return
+            await asyncio.sleep(wait)
         if start:
             loop = asyncio.get_running_loop()
             loop.run_in_executor(self.executor, self._run_refresh, future)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -174,6 +175,27 @@ async def test_refresh_interval_is_respected(moto_s3: tuple[Any, str]) -> None:
     await asyncio.sleep(2.05)
     CallbackInbox(client, bucket).put("t1", callback_body("t1"))
     assert await reader.aget("t1") is not None
+    assert lists[0] == 2
+
+
+async def test_aget_next_waits_for_the_next_shared_list(moto_s3: tuple[Any, str]) -> None:
+    """A waiter not answered by the last LIST is answered by the next one, which all waiters
+    share and which starts no sooner than the interval allows."""
+    client, bucket = moto_s3
+    writer = CallbackInbox(client, bucket)
+    reader = CallbackInbox(client, bucket, min_refresh_interval_s=0.5)
+    lists = count_lists(client)
+    assert await reader.aget_next("t1") is None  # the first LIST, at once
+    assert lists[0] == 1
+    writer.put("t1", callback_body("t1"))
+    started = time.monotonic()
+    records = await asyncio.gather(*(reader.aget_next(t) for t in ("t1", "t1", "t2")))
+    waited = time.monotonic() - started
+    assert [r is not None for r in records] == [True, True, False]
+    assert lists[0] == 2  # one more LIST for the three waiters
+    assert 0.3 < waited < 5.0  # it waited for the interval, not for a fixed long sleep
+    # Arrived tasks answer at once from the last LIST.
+    assert await reader.aget_next("t1") is not None
     assert lists[0] == 2
 
 

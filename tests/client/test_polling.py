@@ -78,6 +78,8 @@ def test_policy_validation() -> None:
         PollingPolicy(tail_ratios=(0.0,))
     with pytest.raises(ValueError, match=r"quantile_steps must be numbers between 0 and 1"):
         PollingPolicy(quantile_steps=(1.5,))
+    with pytest.raises(ValueError, match=r"external_check_interval_s must be positive, got 0"):
+        PollingPolicy(external_check_interval_s=0)
 
 
 # --- the estimator and the learned plan ----------------------------------------------------------
@@ -520,6 +522,29 @@ def test_external_source_answers_without_polling_kie(
 
     assert api.wait(task_id, external=external).succeeded
     assert tasks.polls.get(task_id, 0) == 0
+
+
+def test_external_source_is_looked_at_every_check_interval(
+    make_api: Callable[..., Api], script: Script, clock: FakeClock
+) -> None:
+    """Looks at an external source are cheap: a task is seen within one interval of its callback,
+    not at the next kie.ai poll time."""
+    api = make_api(polling=PollingPolicy(interval_scale=1.0, external_check_interval_s=0.5))
+    Tasks(script, clock, duration=20.0)
+    task_id = api.create_task(BODY)
+    done_at = clock.now + 7.3
+    checks: list[float] = []
+
+    def external(tid: str) -> TaskRecord | None:
+        checks.append(clock.now)
+        if clock.now < done_at:
+            return None
+        return TaskRecord.model_validate(record(tid, "success"))
+
+    assert api.wait(task_id, external=external).succeeded
+    gaps = [later - earlier for earlier, later in itertools.pairwise(checks)]
+    assert gaps and all(gap == pytest.approx(0.5, abs=0.01) for gap in gaps)
+    assert done_at <= clock.now <= done_at + 0.5
 
 
 def test_external_source_makes_kie_polls_a_sparse_fallback(
