@@ -470,9 +470,10 @@ class PollingPolicy:
         external_fallback_factor: With an ``external`` source (callbacks), the first kie.ai
             poll comes only after the expected duration times this factor ...
         external_fallback_min_s: ... and not before this many seconds.
-        external_check_interval_s: With an ``external`` source, seconds between two looks at it.
-            Looks are cheap (a callback inbox answers from one shared LIST), so a finished task
-            is seen soon after its callback lands.
+        external_check_interval_s: With an ``external`` source, seconds between two looks at it,
+            so a finished task is seen soon after its callback lands. The batch engine's looks
+            (``CallbackInbox.aget_next``) share one S3 LIST per half second; an ``external`` that
+            makes a request per look (``CallbackInbox.get``) makes four a second per task.
         interval_scale: Multiplies every interval; ``None`` reads ``KIE_POLL_INTERVAL_SCALE``
             (default 1) when a schedule is made.
     """
