@@ -354,7 +354,7 @@ class KieCore:
         last_state: str | None = None
         pending_at: float | None = None
         last_error: KieError | None = None
-        overdue = False
+        overdue = external_failing = False
         self.waiting.add(model, origin)
         try:
             while True:
@@ -368,7 +368,9 @@ class KieCore:
                 record: TaskRecord | None = None
                 if external is not None and (now >= next_check - _EPSILON or final):
                     checks += 1
-                    record = yield from self._check_external(external, task_id)
+                    record, external_failing = yield from self._check_external(
+                        external, task_id, warn=not external_failing
+                    )
                     now = self.clock() - origin
                     next_check = now + schedule.external_check_interval()
                 if (record is None or not record.is_terminal) and (
@@ -442,20 +444,28 @@ class KieCore:
         )
 
     def _check_external(
-        self, external: Callable[[str], Any], task_id: str
-    ) -> Step[TaskRecord | None]:
+        self, external: Callable[[str], Any], task_id: str, *, warn: bool
+    ) -> Step[tuple[TaskRecord | None, bool]]:
+        """``(record or None, whether the look failed)``; a failure is logged if ``warn``."""
+        problem: object
         try:
             found = yield CallExternal(external, task_id)
         except Exception as error:  # a broken callback store must not stop the kie.ai fallback
-            logger.warning("kie.ai task %s: external check failed: %s", task_id, error)
-            return None
-        if found is None or isinstance(found, TaskRecord):
-            return found
-        try:
-            return TaskRecord.model_validate(found)
-        except ValidationError:
-            logger.warning("kie.ai task %s: external check returned an invalid record", task_id)
-            return None
+            problem = error
+        else:
+            if found is None or isinstance(found, TaskRecord):
+                return found, False
+            try:
+                return TaskRecord.model_validate(found), False
+            except ValidationError:
+                problem = "it returned an invalid record"
+        if warn:  # looks come every fraction of a second: once per failing streak is enough
+            logger.warning(
+                "kie.ai task %s: external check failed: %s (kie.ai polls are the fallback)",
+                task_id,
+                problem,
+            )
+        return None, True
 
     def _finish(
         self,

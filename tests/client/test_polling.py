@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 import statistics
@@ -565,15 +566,34 @@ def test_external_source_makes_kie_polls_a_sparse_fallback(
 
 
 def test_broken_external_source_falls_back_to_polling(
-    api: Api, script: Script, clock: FakeClock
+    api: Api, script: Script, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     Tasks(script, clock, duration=5.0)
     task_id = api.create_task(BODY)
+    looks: list[float] = []
 
     def external(tid: str) -> None:
+        looks.append(clock.now)
         raise OSError("S3 is down")
 
-    assert api.wait(task_id, external=external).succeeded
+    with caplog.at_level(logging.WARNING, logger="dagster_kie"):
+        assert api.wait(task_id, external=external).succeeded
+    warnings = [r for r in caplog.records if "external check failed" in r.getMessage()]
+    # many looks, one warning for the failing streak
+    assert len(looks) > 10 and len(warnings) == 1
+    assert "S3 is down" in warnings[0].getMessage()
+
+
+def test_an_external_source_that_returns_garbage_is_not_trusted(
+    api: Api, script: Script, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = Tasks(script, clock, duration=5.0)
+    task_id = api.create_task(BODY)
+
+    with caplog.at_level(logging.WARNING, logger="dagster_kie"):
+        record = api.wait(task_id, external=lambda tid: {"state": "success"})
+    assert record.succeeded and tasks.polls[task_id] >= 1  # kie.ai answered, not the garbage
+    assert any("invalid record" in r.getMessage() for r in caplog.records)
 
 
 def test_submitted_at_places_the_schedule(api: Api, script: Script, clock: FakeClock) -> None:
