@@ -124,10 +124,10 @@ def check_drop_callbacks(kie: Kie) -> None:
 def check_latency(kie: Kie) -> None:
     began = time.monotonic()
     kie.credit()
-    assert time.monotonic() - began >= 0.3
+    assert time.monotonic() - began >= 1.0
     began = time.monotonic()
-    kie.create(T2I)
-    assert time.monotonic() - began < 0.3
+    kie.create(T2I)  # another endpoint: not delayed (a generous bound for a loaded machine)
+    assert time.monotonic() - began < 1.0
 
 
 FAULTS: dict[str, tuple[str, dict[str, Any], Callable[[Kie], None]]] = {
@@ -158,7 +158,7 @@ FAULTS: dict[str, tuple[str, dict[str, Any], Callable[[Kie], None]]] = {
     "malformed_json": ("malformed_json", {"count": 1, "endpoint": "credit"}, check_malformed_json),
     "expire_result_urls": ("expire_result_urls", {"count": 1}, check_expire_result_urls),
     "drop_callbacks": ("drop_callbacks", {"count": 1}, check_drop_callbacks),
-    "latency": ("latency", {"ms": 300, "endpoint": "credit"}, check_latency),
+    "latency": ("latency", {"ms": 1000, "endpoint": "credit"}, check_latency),
 }
 
 
