@@ -1,9 +1,10 @@
 """Verified callbacks in S3: one object per task, ``{prefix}/_callbacks/{task_id}.json``.
 
 The receiver writes with :meth:`CallbackInbox.put`; runs read with :meth:`CallbackInbox.get`, or,
-when they wait for many tasks at once, with :meth:`CallbackInbox.aget`, which only GETs an object
-after a shared, rate-limited LIST of the prefix shows it arrived (1,000 waiting tasks cost about
-one LIST per ``min_refresh_interval_s``, not 1,000 GETs).
+when they wait for many tasks at once, with :meth:`CallbackInbox.aget` or
+:meth:`CallbackInbox.aget_next`, which only GET an object after a shared, rate-limited LIST of the
+prefix shows it arrived (1,000 waiting tasks cost about one LIST per ``min_refresh_interval_s``,
+not 1,000 GETs).
 
 Example:
     >>> inbox = CallbackInbox(s3_client, "my-bucket")  # doctest: +SKIP
@@ -230,7 +231,7 @@ class CallbackInbox:
                     if wait <= 0.0:
                         future = concurrent.futures.Future()
                         self._inflight = future
-                        self._last_refresh = time.monotonic()
+                        self._last_refresh = now
                         start = True
             if future is not None:
                 break
