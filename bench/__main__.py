@@ -272,7 +272,8 @@ class Bench:
         durations = emulator_durations(settings, size)
         limit = limit_seconds(durations, settings.create_limit, settings.create_window)
         s3_pid = getattr(self.s3_server, "pid", None)
-        # what runs: a warm contender is its plain one, run after an earlier run
+        # what runs: "-warm" is the plain contender after an earlier run, "-callbacks" the plain
+        # contender with a callback receiver
         program = name.removesuffix(WARM).removesuffix(CALLBACKS)
         callbacks = name.endswith(CALLBACKS)
         if name.endswith(WARM):
