@@ -31,7 +31,7 @@ import psutil
 
 from bench import contender_dagster, machine, profiling, timeline
 from bench.limit import emulator_durations, latency_floor, limit_seconds
-from bench.measure import run_measured
+from bench.measure import Measurement, run_measured
 from bench.report import Row, added_latency, polls_summary, results_document, table
 from bench.workload import ContenderConfig, write_prompt_file
 from dagster_kie.callbacks import CallbackReceiverProcess
@@ -173,6 +173,16 @@ class Bench:
             f"{row.images_stored} images).{timeline}\n\n{summary}"
         )
 
+    def launch(self, argv: list[str], extra_env: dict[str, str], log_path: Path) -> Measurement:
+        """Run one contender process from the repository root, measured, output to ``log_path``."""
+        return run_measured(
+            argv,
+            env={**os.environ, **extra_env},
+            cwd=ROOT,
+            log_path=log_path,
+            timeout=self.args.contender_timeout,
+        )
+
     def earlier_run(self, name: str, bucket: str, folder: Path) -> None:
         """Run ``name`` unmeasured on one create window of other requests into ``bucket``."""
         settings = self.settings.replace(random_seed=(self.settings.random_seed or 0) + 1)
@@ -185,13 +195,7 @@ class Bench:
         with EmulatorProcess(settings, log_path=log.with_suffix(".emulator.log")) as emulator:
             config = self.config(emulator, bucket, prompts, bodies, folder / "result.json", name)
             argv, extra_env = self.contender_argv(name, config, folder)
-            measured = run_measured(
-                argv,
-                env={**os.environ, **extra_env},
-                cwd=ROOT,
-                log_path=log.with_suffix(".log"),
-                timeout=self.args.contender_timeout,
-            )
+            measured = self.launch(argv, extra_env, log.with_suffix(".log"))
         if measured.returncode != 0:
             raise RuntimeError(f"the earlier run of {name} failed; log {log.with_suffix('.log')}")
         # only the durations carry over: the measured run's counts and timeline see its own objects
@@ -316,13 +320,7 @@ class Bench:
             )
             s3_cpu_before = _cpu(s3_pid)
             spawned = time.time()
-            measured = run_measured(
-                argv,
-                env={**os.environ, **extra_env},
-                cwd=ROOT,
-                log_path=self.logs / f"{tag}.log",
-                timeout=self.args.contender_timeout,
-            )
+            measured = self.launch(argv, extra_env, self.logs / f"{tag}.log")
             ended = time.time()
             stats = emulator.admin.stats()
             tasks = emulator.admin.tasks()
