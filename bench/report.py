@@ -10,14 +10,15 @@ from typing import Any
 __all__ = ["Row", "added_latency", "markdown", "polls_summary", "table"]
 
 MB = 1024 * 1024
-CLIENT_LEVEL = (
-    "dagster-kie AsyncKieClient",
+CLIENT_LEVEL = ("dagster-kie AsyncKieClient",)
+ENGINE = (
     "dagster-kie batch engine",
     "dagster-kie batch engine, warm",
     "dagster-kie batch engine, callbacks",
 )
 OURS = (
     *CLIENT_LEVEL,
+    *ENGINE,
     "dagster-kie Dagster",
     "dagster-kie Dagster, warm",
     "dagster-kie Dagster, callbacks",
@@ -104,6 +105,8 @@ def _targets(row: Row) -> list[str]:
     marks = []
     if row.contender in CLIENT_LEVEL:
         marks.append(f"≤1.05× {_mark(row.ratio <= 1.05)}")
+    elif row.contender in ENGINE:
+        marks.append(f"≤1.05× (own goal) {_mark(row.ratio <= 1.05)}")
     elif row.size >= 1000:
         marks.append(f"≤1.15× {_mark(row.ratio <= 1.15)}")
     marks.append(f"0×429 {_mark(row.rate_limited == 0)}")
@@ -248,9 +251,9 @@ def results_document(
         "*callbacks* rows send each task with the URL of a callback receiver process (signed "
         "callbacks, stored in the bucket) and read task ends from there, polling only as a "
         "fallback.",
-        "- **targets** (dagster-kie rows only): client level (AsyncKieClient, batch engine) "
-        "≤ 1.05× limit, "
-        "Dagster ≤ 1.15× limit at "
+        "- **targets** (dagster-kie rows only): client level (the AsyncKieClient) "
+        "≤ 1.05× limit (the batch engine, the Dagster rows' engine without Dagster, is held to "
+        "it too, as our own goal), Dagster ≤ 1.15× limit at "
         "N = 1,000, zero 429s, median polls per task ≤ 3 with added latency ≤ 10 % "
         "(with callbacks: ≤ 1 query per task on average), "
         "peak RSS < 400 MB, every image stored.",

@@ -355,6 +355,13 @@ class KieCore:
         pending_at: float | None = None
         last_error: KieError | None = None
         overdue = external_failing = False
+        # Cold: a few scouts poll on kie.ai's schedule, the other waits hold their polls until
+        # the scouts' ends give a plan (see PollingPolicy.cold_scouts).
+        scout = holding = False
+        if external is None and origin_known and not schedule.learned and self.polling.learn:
+            scout = self.waiting.try_scout(model, self.polling.cold_scouts)
+            holding = not scout and self.polling.cold_scouts > 0
+        hold_limit = self.polling.cold_hold_s * schedule.scale
         self.waiting.add(model, origin)
         try:
             while True:
@@ -365,6 +372,12 @@ class KieCore:
                     yield Sleep(due - now)
                     now = self.clock() - origin
                 final = now >= limit - _EPSILON
+                if holding and not final:
+                    holding, scout, schedule, next_poll = self._hold(
+                        schedule, model, now, hold_limit
+                    )
+                    if next_poll > now + _EPSILON:
+                        continue
                 record: TaskRecord | None = None
                 if external is not None and (now >= next_check - _EPSILON or final):
                     checks += 1
@@ -389,8 +402,8 @@ class KieCore:
                         )
                     now = self.clock() - origin
                     if external is None:
-                        if not schedule.learned and origin_known:
-                            schedule = self._learned_since(schedule, model, now)
+                        if origin_known:
+                            schedule = self._newest_schedule(schedule, model, now)
                         next_poll = schedule.next_poll_at(now)
                         if origin_known and not overdue:
                             overdue = self._is_overdue(model, origin, now)
@@ -422,16 +435,42 @@ class KieCore:
                     )
         finally:
             self.waiting.remove(model, origin, overdue=overdue)
+            if scout:
+                self.waiting.end_scout(model)
 
-    def _learned_since(self, schedule: PollSchedule, model: str | None, age: float) -> PollSchedule:
-        """The learned schedule, if learning started since this wait began and its plan still
-        has polls ahead of a task ``age`` seconds old. Plans learned while a burst's first tasks
-        wait come from the burst's shortest tasks: when the plan is all behind a task, its tail
-        would poll the task densely for a long time, and kie.ai's schedule stays."""
+    def _hold(
+        self, schedule: PollSchedule, model: str | None, age: float, hold_limit: float
+    ) -> tuple[bool, bool, PollSchedule, float]:
+        """One look of a holding wait: ``(still holding, now a scout, schedule, next poll)``.
+
+        It follows the plan as soon as there is one, takes a scout's place when one is free,
+        polls when it held for ``hold_limit``, and otherwise looks again a moment later."""
         learned = self.polling.schedule_for(self.estimator, model)
-        if learned.plan is None or learned.plan.next_after(age, 0.0) is None:
+        if learned.plan is not None:
+            planned = learned.plan.next_after(age, 0.0)
+            return False, False, learned, age if planned is None else planned
+        if age >= hold_limit:
+            return False, False, schedule, age
+        if self.waiting.try_scout(model, self.polling.cold_scouts):
+            return False, True, schedule, age
+        return True, False, schedule, age + self.polling.min_interval_s * schedule.scale
+
+    def _newest_schedule(
+        self, schedule: PollSchedule, model: str | None, age: float
+    ) -> PollSchedule:
+        """The schedule from the newest plan, for a task ``age`` seconds old.
+
+        A wait follows the plan as it is refreshed, not the one of its start: plans learned
+        while a burst's tasks run come from the tasks that ended first, the shortest ones, and
+        the next ones correct that. A task still on kie.ai's fixed schedule switches only if the
+        plan has polls ahead of it: when the plan is all behind the task, its tail would poll the
+        task densely for a long time."""
+        learned = self.polling.schedule_for(self.estimator, model)
+        if learned.plan is None:
             return schedule
-        return learned
+        if schedule.learned or learned.plan.next_after(age, 0.0) is not None:
+            return learned
+        return schedule
 
     def _is_overdue(self, model: str | None, origin: float, age: float) -> bool:
         return self.polling.is_overdue(

@@ -10,8 +10,11 @@ fixed fraction of the elapsed time after the previous one): the cheapest plan wh
 most 3 polls per task (mean at most 5) and whose added latency (time between a task's end and
 its detection, summed over tasks, relative to their summed durations) stays under the target,
 or the one that adds the least latency within those budgets when none does. Tight durations give
-one poll per task; wider ones spread three over the likely end times. A task still waiting when
-learning starts switches to the learned plan if the plan still has polls ahead of it. A task
+one poll per task; wider ones spread three over the likely end times. Waiting tasks follow the
+newest plan (a burst's first plans come from its shortest tasks; later ones correct them); a task
+still on the fixed schedule when learning starts switches if the plan has polls ahead of it.
+While nothing is learned, only ``cold_scouts`` tasks of a model poll on the fixed schedule; the
+rest of a burst holds its polls until the scouts' ends give a plan. A task
 that outlives most of its model's tasks (*overdue*, judged with :class:`WaitingTasks`: tasks
 still running count as not done) is polled from a share of the query budget instead, which is
 what ends a batch soon after its last task. An estimator can also start from durations learned
@@ -343,6 +346,7 @@ class WaitingTasks:
         self._lock = threading.Lock()
         self._origins: dict[str, list[float]] = {}
         self._overdue = 0
+        self._scouts: dict[str, int] = {}
 
     def add(self, model: str | None, origin: float) -> None:
         """Start counting a wait for a task of ``model`` submitted at ``origin``."""
@@ -362,6 +366,22 @@ class WaitingTasks:
         """Waits for tasks of ``model`` submitted at or before ``origin``."""
         with self._lock:
             return bisect.bisect_right(self._origins.get(model or ANY_MODEL, []), origin)
+
+    def try_scout(self, model: str | None, limit: int) -> bool:
+        """Count one more scout of ``model`` (a wait polling on kie.ai's schedule while nothing
+        is learned) if fewer than ``limit`` are waiting; returns whether it was counted."""
+        key = model or ANY_MODEL
+        with self._lock:
+            if self._scouts.get(key, 0) >= limit:
+                return False
+            self._scouts[key] = self._scouts.get(key, 0) + 1
+            return True
+
+    def end_scout(self, model: str | None) -> None:
+        """Stop counting a scout counted by :meth:`try_scout`."""
+        key = model or ANY_MODEL
+        with self._lock:
+            self._scouts[key] = max(0, self._scouts.get(key, 0) - 1)
 
     def mark_overdue(self) -> int:
         """Count one more overdue wait; returns how many there are."""
@@ -467,6 +487,13 @@ class PollingPolicy:
             client's query rate allows, split between them (never more often than
             ``min_interval_s``). The last tasks of a batch are overdue ones: this is what ends
             a batch close to its last task's end. ``0`` turns it off.
+        cold_scouts: While nothing is learned about a model, only this many of its waits poll
+            on kie.ai's schedule (*scouts*); the others hold their polls until the scouts' ends
+            give a plan (then they follow it, with no polls spent yet), a scout's place is free,
+            or ``cold_hold_s`` passed. A burst of identical tasks then learns from a few of them
+            instead of polling all of them every 2–3 s. ``0`` turns holding off.
+        cold_hold_s: The longest a wait holds its polls for lack of a plan (scaled like the
+            intervals).
         external_fallback_factor: With an ``external`` source (callbacks), the first kie.ai
             poll comes only after the expected duration times this factor ...
         external_fallback_min_s: ... and not before this many seconds.
@@ -499,6 +526,8 @@ class PollingPolicy:
     jitter: float = 0.02
     overdue_quantile: float = 0.6
     overdue_query_share: float = 0.5
+    cold_scouts: int = 10
+    cold_hold_s: float = 30.0
     external_fallback_factor: float = 2.0
     external_fallback_min_s: float = 60.0
     external_check_interval_s: float = 0.25
@@ -530,6 +559,11 @@ class PollingPolicy:
             raise ValueError(
                 "need 1 <= poll_budget <= mean_poll_budget, got "
                 f"{self.poll_budget!r} and {self.mean_poll_budget!r}"
+            )
+        if self.cold_scouts < 0 or self.cold_hold_s < 0:
+            raise ValueError(
+                "cold_scouts and cold_hold_s must not be negative, "
+                f"got {self.cold_scouts!r} and {self.cold_hold_s!r}"
             )
         if self.jitter < 0:
             raise ValueError("jitter must not be negative")

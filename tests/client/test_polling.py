@@ -81,6 +81,8 @@ def test_policy_validation() -> None:
         PollingPolicy(quantile_steps=(1.5,))
     with pytest.raises(ValueError, match=r"external_check_interval_s must be positive, got 0"):
         PollingPolicy(external_check_interval_s=0)
+    with pytest.raises(ValueError, match=r"cold_scouts and cold_hold_s must not be negative"):
+        PollingPolicy(cold_scouts=-1)
 
 
 # --- the estimator and the learned plan ----------------------------------------------------------
@@ -331,6 +333,16 @@ def test_waiting_tasks_counts_older_waits_and_overdue_ones() -> None:
     assert waiting.overdue == 0
 
 
+def test_waiting_tasks_counts_scouts_per_model() -> None:
+    waiting = WaitingTasks()
+    assert waiting.try_scout("m", 2) and waiting.try_scout("m", 2)
+    assert not waiting.try_scout("m", 2)
+    assert waiting.try_scout("other", 2)  # each model has its own scouts
+    waiting.end_scout("m")
+    assert waiting.try_scout("m", 2)
+    assert not waiting.try_scout("m", 0)  # 0: no scouts, nobody holds
+
+
 @pytest.mark.parametrize("share", [0.5, 0.0])
 def test_an_overdue_task_is_seen_soon_after_it_ends(
     make_api: Callable[..., Api], script: Script, clock: FakeClock, share: float
@@ -469,6 +481,109 @@ def test_a_plan_already_behind_a_waiting_task_is_not_used_for_it(
     times = tasks.poll_times[task_id]
     assert min(b - a for a, b in itertools.pairwise(times)) >= 2.0
     assert len(times) <= 10
+
+
+def test_a_learned_wait_follows_the_newest_plan(
+    make_api: Callable[..., Api], script: Script, clock: FakeClock
+) -> None:
+    """Plans learned while a burst runs come from the tasks that ended first. A wait follows the
+    plan as it is refreshed: when longer durations arrive, its next poll moves to the new
+    likely end times instead of the old plan's dense tail (a poll every 1-3 s from 11 s)."""
+    api = make_api(polling=PollingPolicy(interval_scale=1.0, overdue_query_share=0.0))
+    tasks = Tasks(script, clock, duration=30.0)
+    estimator = api.client._core.estimator
+    for seconds in (10.0, 10.5, 11.0):
+        estimator.record(BODY["model"], seconds)
+
+    def longer_ones_end(record: TaskRecord) -> None:
+        if len(tasks.polls) == 1 and tasks.polls["task_1"] == 1:
+            for seconds in (29.0, 29.5, 30.0, 30.0, 30.5, 31.0, 31.5, 32.0):
+                estimator.record(BODY["model"], seconds)
+
+    task_id = api.create_task(BODY)
+    assert api.wait(task_id, on_update=longer_ones_end).succeeded
+    times = [t - tasks.created[task_id] for t in tasks.poll_times[task_id]]
+    assert times[0] < 12.0  # the first plan's first poll
+    assert len(times) <= 4
+    assert max(b - a for a, b in itertools.pairwise(times)) >= 15.0
+
+
+class HookClock(FakeClock):
+    """A fake clock that calls ``hooks`` once it passes their times (other tasks ending)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: list[tuple[float, Callable[[], None]]] = []
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        due = [hook for hook in self.hooks if hook[0] <= self.now]
+        for hook in due:
+            self.hooks.remove(hook)
+            hook[1]()
+
+
+@pytest.fixture
+def cold(make_api: Callable[..., Api], script: Script) -> tuple[Api, HookClock, Tasks]:
+    """A client whose two scout places are taken by other waits of the model, and a 20 s task."""
+    hook_clock = HookClock()
+    api = make_api(
+        clock=hook_clock,
+        polling=PollingPolicy(interval_scale=1.0, cold_scouts=2, overdue_query_share=0.0),
+    )
+    waiting = api.client._core.waiting
+    assert waiting.try_scout(BODY["model"], 2) and waiting.try_scout(BODY["model"], 2)
+    return api, hook_clock, Tasks(script, hook_clock, duration=20.0)
+
+
+def test_a_cold_wait_beyond_the_scouts_holds_its_polls_until_they_learn(
+    cold: tuple[Api, HookClock, Tasks],
+) -> None:
+    """While nothing is learned, waits beyond ``cold_scouts`` do not poll every 2-3 s: they hold
+    until the scouts' ends give a plan, then follow it with no polls spent."""
+    api, clock, tasks = cold
+    estimator = api.client._core.estimator
+    task_id = api.create_task(BODY)
+    start = tasks.created[task_id]
+
+    def scouts_end() -> None:
+        for seconds in (19.5, 20.0, 20.5):
+            estimator.record(BODY["model"], seconds)
+
+    clock.hooks.append((start + 8.0, scouts_end))
+    assert api.wait(task_id).succeeded
+    times = [t - start for t in tasks.poll_times[task_id]]
+    assert times[0] >= 8.0  # nothing before the plan ...
+    assert len(times) <= 2  # ... then the plan's polls at the learned end times
+    assert clock.now - start <= 21.0
+
+
+def test_a_cold_wait_takes_a_free_scout_place(cold: tuple[Api, HookClock, Tasks]) -> None:
+    """A scout that ends without teaching anything (say, its task failed) frees its place: a
+    holding wait takes it and polls on kie.ai's schedule."""
+    api, clock, tasks = cold
+    waiting = api.client._core.waiting
+    task_id = api.create_task(BODY)
+    start = tasks.created[task_id]
+    clock.hooks.append((start + 5.0, lambda: waiting.end_scout(BODY["model"])))
+    assert api.wait(task_id).succeeded
+    times = [t - start for t in tasks.poll_times[task_id]]
+    assert 5.0 <= times[0] <= 6.0
+    assert all(2.0 <= b - a <= 3.0 for a, b in itertools.pairwise(times))
+    # the wait gave its place back: of the two, only the test's remaining one is taken
+    assert waiting.try_scout(BODY["model"], 2)
+    assert not waiting.try_scout(BODY["model"], 2)
+
+
+def test_a_cold_wait_polls_after_holding_for_cold_hold_s(
+    cold: tuple[Api, HookClock, Tasks],
+) -> None:
+    """With no plan and no free scout place, a wait polls once it held for ``cold_hold_s``."""
+    api, _clock, tasks = cold
+    task_id = api.create_task(BODY)
+    assert api.wait(task_id).succeeded
+    times = [t - tasks.created[task_id] for t in tasks.poll_times[task_id]]
+    assert times == [pytest.approx(30.0, abs=0.6)]
 
 
 def test_failed_task_raises_generation_failed(api: Api, script: Script, clock: FakeClock) -> None:
