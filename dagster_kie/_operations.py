@@ -97,6 +97,7 @@ _EXPIRED = (403, 404, 410)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _REMEMBERED_TASKS = 10_000
 _EPSILON = 1e-3
+_PEER_SLACK = 0.1
 
 
 def _epoch_seconds(value: float | datetime) -> float:
@@ -448,7 +449,9 @@ class KieCore:
         learned = self.polling.schedule_for(self.estimator, model)
         if learned.plan is not None:
             planned = learned.plan.next_after(age, 0.0)
-            return False, False, learned, age if planned is None else planned
+            if planned is None:  # all behind the task: look now, then kie.ai's schedule
+                return False, False, schedule, age
+            return False, False, learned, planned
         if age >= hold_limit:
             return False, False, schedule, age
         if self.waiting.try_scout(model, self.polling.cold_scouts):
@@ -473,9 +476,11 @@ class KieCore:
         return schedule
 
     def _is_overdue(self, model: str | None, origin: float, age: float) -> bool:
-        return self.polling.is_overdue(
-            self.estimator.estimate(model), age, self.waiting.started_by(model, origin)
-        )
+        # Tasks started up to a tenth of this one's age after it count as its peers: within a
+        # burst, the order of creation is noise, and the first-created tasks would otherwise
+        # count few peers still running and be judged overdue early.
+        peers = self.waiting.started_by(model, origin + _PEER_SLACK * age)
+        return self.polling.is_overdue(self.estimator.estimate(model), age, peers)
 
     def _overdue_interval(self) -> float:
         return self.polling.overdue_interval(

@@ -223,7 +223,10 @@ def plan_polls(
         for step in quantile_steps:
             points = [q for q in (first + i * step for i in range(budget)) if q < 1]
             offsets = _plan_offsets(ordered, points, min_interval)
-            for ratio in tail_ratios:
+            # sparsest first: when no recent duration lies past the planned polls (a burst's
+            # first plans), every tail scores the same, and the densest would poll those tasks
+            # every half second
+            for ratio in sorted(tail_ratios, reverse=True):
                 if (offsets, ratio) in seen:
                     continue
                 seen.add((offsets, ratio))
@@ -479,10 +482,10 @@ class PollingPolicy:
         jitter: Relative random spread added to learned intervals (fixed intervals are drawn
             from their (min, max) range).
         overdue_quantile: A task is *overdue* once this share of the tasks of its model that
-            started no later than it are known to have taken less time than it has run (recent
-            finished tasks, and tasks still running, which count as not yet done): the plan has
-            spent its polls on the tasks that finish earlier, so the median is kept whatever an
-            overdue task costs ...
+            started no later than it (or within a tenth of its age after it) are known to have
+            taken less time than it has run (recent finished tasks, and tasks still running,
+            which count as not yet done): the plan has spent its polls on the tasks that finish
+            earlier, so the median is kept whatever an overdue task costs ...
         overdue_query_share: ... and overdue tasks are polled as often as this share of the
             client's query rate allows, split between them (never more often than
             ``min_interval_s``). The last tasks of a batch are overdue ones: this is what ends

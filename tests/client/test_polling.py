@@ -201,6 +201,15 @@ def test_the_mean_poll_budget_bounds_the_plan() -> None:
     assert generous.expected_added_latency < frugal.expected_added_latency
 
 
+def test_a_plan_with_nothing_past_its_polls_keeps_the_sparsest_tail() -> None:
+    """A burst's first plans come from its shortest tasks, all before the planned polls: every
+    tail scores the same on them, and the sparsest is taken, not a poll every half second."""
+    policy = PollingPolicy(interval_scale=1.0)
+    plan = policy.plan([10.0, 10.0, 10.0])
+    assert plan is not None
+    assert plan.tail_ratio == max(policy.tail_ratios)
+
+
 def test_planned_polls_keep_the_minimum_interval() -> None:
     plan = plan_polls(
         [10.0, 10.1, 10.2, 10.3, 12.0],
@@ -584,6 +593,44 @@ def test_a_cold_wait_polls_after_holding_for_cold_hold_s(
     assert api.wait(task_id).succeeded
     times = [t - tasks.created[task_id] for t in tasks.poll_times[task_id]]
     assert times == [pytest.approx(30.0, abs=0.6)]
+
+
+def test_a_task_created_just_before_its_burst_is_not_overdue_early(
+    api: Api, script: Script, clock: FakeClock
+) -> None:
+    """Tasks created a moment after a task are its peers: the first-created task of a burst is
+    not judged overdue (and polled every half second) while most of the burst still runs."""
+    tasks = Tasks(script, clock, duration=20.0)
+    core = api.client._core
+    for _ in range(10):
+        core.estimator.record(BODY["model"], 5.0)
+    task_id = api.create_task(BODY)
+    for _ in range(20):  # the rest of the burst, created 0.3 s later and still running
+        core.waiting.add(BODY["model"], clock.now + 0.3)
+    assert api.wait(task_id).succeeded
+    assert tasks.polls[task_id] <= 10  # overdue from 5 s, it would be polled about 30 times
+    assert core.waiting.overdue == 0
+
+
+def test_a_holding_wait_whose_plan_is_all_behind_it_looks_once_then_keeps_kies_schedule(
+    cold: tuple[Api, HookClock, Tasks],
+) -> None:
+    """The first plans of a burst come from its shortest tasks. A holding wait older than all of
+    the plan's polls looks at once, then polls on kie.ai's schedule, not the plan's dense tail."""
+    api, clock, tasks = cold
+    estimator = api.client._core.estimator
+    task_id = api.create_task(BODY)
+    start = tasks.created[task_id]
+
+    def short_ones_end() -> None:
+        for seconds in (1.0, 1.1, 1.2):
+            estimator.record(BODY["model"], seconds)
+
+    clock.hooks.append((start + 8.0, short_ones_end))
+    assert api.wait(task_id).succeeded
+    times = [t - start for t in tasks.poll_times[task_id]]
+    assert 8.0 <= times[0] <= 8.6
+    assert all(2.0 <= b - a <= 3.0 for a, b in itertools.pairwise(times))
 
 
 def test_failed_task_raises_generation_failed(api: Api, script: Script, clock: FakeClock) -> None:
