@@ -147,8 +147,9 @@ def test_the_next_run_polls_on_what_the_last_one_learned(
     s3, bucket = s3_bucket
     cold, cold_polls = run_batch(emulator, s3, bucket, 20, remember=True)
     assert cold.count("stored") == 20
-    # every task started before any ended: kie.ai's fixed schedule, a poll every 0.2–0.3 s
-    assert statistics.median(cold_polls) >= 5, cold_polls
+    # every task started before any ended: the scouts poll on kie.ai's fixed schedule, a poll
+    # every 0.2–0.3 s, until what they learn plans the others' polls
+    assert max(cold_polls) >= 5, cold_polls
     learned = stored(s3, bucket)["models"][MODEL]["seconds"]
     assert len(learned) == 20 and all(1.5 < s < 2.6 for s in learned), learned
 
@@ -160,4 +161,5 @@ def test_the_next_run_polls_on_what_the_last_one_learned(
 
     # the same run without the stored durations starts cold again
     _, again_cold = run_batch(emulator, s3, bucket, 20, remember=False)
-    assert statistics.median(again_cold) >= 5, again_cold
+    assert max(again_cold) >= 5, again_cold
+    assert sum(again_cold) >= 2 * sum(warm_polls), (again_cold, warm_polls)
