@@ -545,26 +545,34 @@ def cold(make_api: Callable[..., Api], script: Script) -> tuple[Api, HookClock, 
     return api, hook_clock, Tasks(script, hook_clock, duration=20.0)
 
 
-def test_a_cold_wait_beyond_the_scouts_holds_its_polls_until_they_learn(
-    cold: tuple[Api, HookClock, Tasks],
-) -> None:
-    """While nothing is learned, waits beyond ``cold_scouts`` do not poll every 2-3 s: they hold
-    until the scouts' ends give a plan, then follow it with no polls spent."""
+def wait_while_others_end(
+    cold: tuple[Api, HookClock, Tasks], *, at: float, durations: tuple[float, ...]
+) -> list[float]:
+    """Wait for a new task while other tasks of the model, ``durations`` long, end ``at``
+    seconds after it was created; its poll times, in seconds after its creation."""
     api, clock, tasks = cold
     estimator = api.client._core.estimator
     task_id = api.create_task(BODY)
     start = tasks.created[task_id]
 
-    def scouts_end() -> None:
-        for seconds in (19.5, 20.0, 20.5):
+    def others_end() -> None:
+        for seconds in durations:
             estimator.record(BODY["model"], seconds)
 
-    clock.hooks.append((start + 8.0, scouts_end))
+    clock.hooks.append((start + at, others_end))
     assert api.wait(task_id).succeeded
-    times = [t - start for t in tasks.poll_times[task_id]]
+    return [t - start for t in tasks.poll_times[task_id]]
+
+
+def test_a_cold_wait_beyond_the_scouts_holds_its_polls_until_they_learn(
+    cold: tuple[Api, HookClock, Tasks],
+) -> None:
+    """While nothing is learned, waits beyond ``cold_scouts`` do not poll every 2-3 s: they hold
+    until the scouts' ends give a plan, then follow it with no polls spent."""
+    times = wait_while_others_end(cold, at=8.0, durations=(19.5, 20.0, 20.5))
     assert times[0] >= 8.0  # nothing before the plan ...
     assert len(times) <= 2  # ... then the plan's polls at the learned end times
-    assert clock.now - start <= 21.0
+    assert times[-1] <= 21.0
 
 
 def test_a_cold_wait_takes_a_free_scout_place(cold: tuple[Api, HookClock, Tasks]) -> None:
@@ -617,18 +625,7 @@ def test_a_holding_wait_whose_plan_is_all_behind_it_looks_once_then_keeps_kies_s
 ) -> None:
     """The first plans of a burst come from its shortest tasks. A holding wait older than all of
     the plan's polls looks at once, then polls on kie.ai's schedule, not the plan's dense tail."""
-    api, clock, tasks = cold
-    estimator = api.client._core.estimator
-    task_id = api.create_task(BODY)
-    start = tasks.created[task_id]
-
-    def short_ones_end() -> None:
-        for seconds in (1.0, 1.1, 1.2):
-            estimator.record(BODY["model"], seconds)
-
-    clock.hooks.append((start + 8.0, short_ones_end))
-    assert api.wait(task_id).succeeded
-    times = [t - start for t in tasks.poll_times[task_id]]
+    times = wait_while_others_end(cold, at=8.0, durations=(1.0, 1.1, 1.2))
     assert 8.0 <= times[0] <= 8.6
     assert all(2.0 <= b - a <= 3.0 for a, b in itertools.pairwise(times))
 
