@@ -97,7 +97,6 @@ _EXPIRED = (403, 404, 410)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _REMEMBERED_TASKS = 10_000
 _EPSILON = 1e-3
-_PEER_SLACK = 0.1
 
 
 def _epoch_seconds(value: float | datetime) -> float:
@@ -476,10 +475,7 @@ class KieCore:
         return schedule
 
     def _is_overdue(self, model: str | None, origin: float, age: float) -> bool:
-        # Tasks started up to a tenth of this one's age after it count as its peers: within a
-        # burst, the order of creation is noise, and the first-created tasks would otherwise
-        # count few peers still running and be judged overdue early.
-        peers = self.waiting.started_by(model, origin + _PEER_SLACK * age)
+        peers = self.waiting.peers(model, origin, age)
         return self.polling.is_overdue(self.estimator.estimate(model), age, peers)
 
     def _overdue_interval(self) -> float:

@@ -64,6 +64,7 @@ POLL_SCALE_ENV = "KIE_POLL_INTERVAL_SCALE"
 """Environment variable scaling every polling interval (float, default 1)."""
 
 ANY_MODEL = "*"
+_PEER_SLACK = 0.1
 
 # One generator for every schedule's jitter: seeding a new one per task cost 1 % of a batch's CPU.
 _JITTER = random.Random()
@@ -369,6 +370,13 @@ class WaitingTasks:
         """Waits for tasks of ``model`` submitted at or before ``origin``."""
         with self._lock:
             return bisect.bisect_right(self._origins.get(model or ANY_MODEL, []), origin)
+
+    def peers(self, model: str | None, origin: float, age: float) -> int:
+        """Waits for tasks of ``model`` that count as peers of one submitted at ``origin`` and
+        ``age`` seconds old: started no later than it, or within a tenth of its age after it.
+        Within a burst the order of creation is noise; without the slack, the first-created
+        tasks would count few peers still running and be judged overdue early."""
+        return self.started_by(model, origin + _PEER_SLACK * age)
 
     def try_scout(self, model: str | None, limit: int) -> bool:
         """Count one more scout of ``model`` (a wait polling on kie.ai's schedule while nothing

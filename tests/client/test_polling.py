@@ -335,6 +335,7 @@ def test_waiting_tasks_counts_older_waits_and_overdue_ones() -> None:
     waiting.add("other", 0.5)
     assert waiting.started_by("m", 2.0) == 3
     assert waiting.started_by("m", 0.9) == 0
+    assert waiting.peers("m", 2.0, 10.0) == 4  # started by 2.0 + a tenth of 10 s
     assert waiting.mark_overdue() == 1
     waiting.remove("m", 2.0, overdue=True)
     waiting.remove("m", 3.0, overdue=False)
